@@ -1,0 +1,99 @@
+//! The command line, as clap sees it. Only `config.rs` reads these types;
+//! commands get the checked [`crate::config`] values.
+
+use std::ffi::OsString;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::env_vars;
+
+/// A content-addressed cache for CPython bytecode, shared by every checkout.
+#[derive(Debug, Parser)]
+#[command(name = "rcache", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes, before or after its name.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The store file [default: `rcache/store.sqlite3` in the user cache dir]
+    #[arg(long, global = true, env = env_vars::RCACHE_STORE, value_name = "PATH")]
+    pub store: Option<PathBuf>,
+    /// The Python to compile for [default: `$VIRTUAL_ENV`, a `.venv` here or
+    /// above, or `python3` on PATH]
+    #[arg(long, global = true, env = env_vars::RCACHE_PYTHON, value_name = "PY")]
+    pub python: Option<OsString>,
+    /// Print one JSON object on stdout instead of a summary
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print compile warnings too; twice for debug logs
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Compile workers [default: the number of CPUs]
+    #[arg(short = 'j', long = "jobs", global = true, value_name = "N")]
+    pub jobs: Option<NonZeroUsize>,
+    /// Optimization level to compile at; repeat for several [default: 0]
+    #[arg(
+        short = 'O',
+        long = "optimize",
+        global = true,
+        value_name = "LEVEL",
+        value_parser = clap::value_parser!(u8).range(0..=2)
+    )]
+    pub optimize: Vec<u8>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Compile every .py under PATHs into the store; writes nothing beside them
+    Warm(WarmArgs),
+    /// Show what the store holds
+    Stats,
+}
+
+/// Arguments of `rcache warm`.
+#[derive(Debug, Args)]
+pub struct WarmArgs {
+    /// Files and directories to compile [default: the current directory]
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Leave out paths matching this gitignore-style glob; repeatable
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Walk files that `.gitignore` and `.ignore` rules would leave out
+    #[arg(long)]
+    pub no_ignore: bool,
+    /// Seconds one file may take to compile; 0 waits forever
+    #[arg(long, value_name = "SECS", env = env_vars::RCACHE_TIMEOUT, default_value = "120")]
+    pub timeout: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_go_before_or_after_the_command() {
+        let before = Cli::try_parse_from(["rcache", "--json", "-O", "2", "warm", "x"]).unwrap();
+        let after = Cli::try_parse_from(["rcache", "warm", "x", "--json", "-O2"]).unwrap();
+        assert!(before.global.json && after.global.json);
+        assert_eq!(before.global.optimize, vec![2]);
+        assert_eq!(after.global.optimize, vec![2]);
+        assert!(Cli::try_parse_from(["rcache", "-O", "3", "warm"]).is_err());
+    }
+}

@@ -1,0 +1,62 @@
+//! One file per subcommand; each returns the run's [`ExitStatus`].
+
+mod stats;
+mod warm;
+
+pub use stats::stats;
+pub use warm::warm;
+
+use anyhow::Context;
+
+use crate::config::GlobalConfig;
+use crate::interpreter::{self, FileIdentity, Interpreter};
+use crate::store::Store;
+
+/// Opens the store the configuration names.
+fn open_store(global: &GlobalConfig) -> anyhow::Result<Store> {
+    Ok(Store::open(&global.store)?)
+}
+
+/// Finds the interpreter and its profile, probing it only when the store
+/// has no profile for this exact executable file. Returns the profile's id.
+fn select_interpreter(
+    global: &GlobalConfig,
+    store: &mut Store,
+) -> anyhow::Result<(Interpreter, i64)> {
+    let candidate = interpreter::discover(global.python.as_deref(), &global.cwd)?;
+    let mut executable = candidate.path;
+    let mut probed = None;
+    if candidate.launcher {
+        // A wrapper script: only the interpreter knows which binary it is.
+        let (profile, real) = interpreter::probe(&executable)?;
+        tracing::debug!("`{}` runs `{}`", executable.display(), real.display());
+        executable = real;
+        probed = Some(profile);
+    }
+    let identity = FileIdentity::of(&executable)
+        .with_context(|| format!("cannot read `{}`", executable.display()))?;
+    if probed.is_none() {
+        if let Some((id, profile)) = store.cached_profile(&executable, &identity)? {
+            tracing::debug!("profile of `{}` from the store", executable.display());
+            return Ok((
+                Interpreter {
+                    executable,
+                    profile,
+                },
+                id,
+            ));
+        }
+    }
+    let profile = match probed {
+        Some(profile) => profile,
+        None => interpreter::probe(&executable)?.0,
+    };
+    let id = store.remember_profile(&executable, &identity, &profile)?;
+    Ok((
+        Interpreter {
+            executable,
+            profile,
+        },
+        id,
+    ))
+}

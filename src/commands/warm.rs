@@ -1,0 +1,88 @@
+//! `rcache warm`: compile every source under some paths into the store.
+
+use std::io::Write;
+
+use crate::compile::PoolOptions;
+use crate::config::{GlobalConfig, Verbosity, WarmConfig};
+use crate::exit::ExitStatus;
+use crate::interpreter::{Profile, parse_major_minor};
+use crate::pipeline::Pipeline;
+use crate::progress::{Bar, Reporter, Silent};
+use crate::report::Summary;
+use crate::scan::{self, Venv};
+
+pub fn warm(global: &GlobalConfig, config: &WarmConfig) -> anyhow::Result<ExitStatus> {
+    let mut store = super::open_store(global)?;
+    let (interpreter, profile_id) = super::select_interpreter(global, &mut store)?;
+    tracing::debug!(
+        "compiling for CPython {} at `{}`",
+        interpreter.profile.version,
+        interpreter.executable.display()
+    );
+    let found = scan::scan(&config.paths, &global.cwd, &config.scan);
+    if global.verbosity != Verbosity::Quiet {
+        warn_about_venvs(&found.venvs, &interpreter.profile);
+    }
+    let reporter: Box<dyn Reporter> = if global.json || global.verbosity != Verbosity::Normal {
+        Box::new(Silent)
+    } else {
+        Bar::if_terminal()
+    };
+    let outcome = Pipeline {
+        store: &mut store,
+        profile: &interpreter.profile,
+        profile_id,
+        levels: &global.levels,
+        pool: PoolOptions {
+            python: interpreter.executable.clone(),
+            workers: global.jobs,
+            timeout: config.timeout,
+        },
+        reporter: reporter.as_ref(),
+    }
+    .run(&found.files, found.errors)?;
+    print(global, &outcome.summary)?;
+    Ok(if outcome.interrupted {
+        ExitStatus::Interrupted
+    } else if outcome.summary.failures.is_empty() {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    })
+}
+
+fn print(global: &GlobalConfig, summary: &Summary) -> anyhow::Result<()> {
+    let mut stderr = std::io::stderr().lock();
+    for failure in &summary.failures {
+        writeln!(stderr, "{failure}")?;
+    }
+    if global.verbosity == Verbosity::Verbose {
+        for warning in &summary.warnings {
+            writeln!(stderr, "{warning}")?;
+        }
+    }
+    if global.json {
+        let mut stdout = std::io::stdout().lock();
+        serde_json::to_writer(&mut stdout, summary)?;
+        writeln!(stdout)?;
+    } else if global.verbosity != Verbosity::Quiet {
+        writeln!(stderr, "Warmed {}", summary.headline())?;
+    }
+    Ok(())
+}
+
+/// A virtualenv made for another Python gets bytecode it will never use.
+fn warn_about_venvs(venvs: &[Venv], profile: &Profile) {
+    for venv in venvs {
+        let venv_version = parse_major_minor(&venv.version);
+        if venv_version.is_some() && venv_version != profile.major_minor() {
+            eprintln!(
+                "warning: virtualenv `{}` is for Python {}, but rcache compiles for CPython {} (pass `--python {}/bin/python`)",
+                venv.dir.display(),
+                venv.version,
+                profile.version,
+                venv.dir.display(),
+            );
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Checked settings, built once from the command line and the environment.
+//! Commands see these, never clap's types.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::cli::{GlobalArgs, WarmArgs};
+use crate::scan::ScanOptions;
+use crate::store::Store;
+
+/// How much to print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+/// Settings every command shares.
+#[derive(Debug, Clone)]
+pub struct GlobalConfig {
+    pub store: PathBuf,
+    pub python: Option<OsString>,
+    pub json: bool,
+    pub verbosity: Verbosity,
+    pub jobs: usize,
+    /// Optimization levels, sorted, without duplicates.
+    pub levels: Vec<u8>,
+    pub cwd: PathBuf,
+}
+
+impl GlobalConfig {
+    pub fn from_args(args: &GlobalArgs) -> anyhow::Result<Self> {
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        let store = match &args.store {
+            Some(path) => crate::scan::absolute(&cwd, path),
+            None => Store::default_path().context(
+                "no user cache directory (is HOME set?): pass `--store` or set `RCACHE_STORE`",
+            )?,
+        };
+        let mut levels = args.optimize.clone();
+        if levels.is_empty() {
+            levels.push(0);
+        }
+        levels.sort_unstable();
+        levels.dedup();
+        let verbosity = if args.quiet {
+            Verbosity::Quiet
+        } else if args.verbose > 0 {
+            Verbosity::Verbose
+        } else {
+            Verbosity::Normal
+        };
+        let jobs = args.jobs.map_or_else(
+            || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            std::num::NonZeroUsize::get,
+        );
+        Ok(Self {
+            store,
+            python: args.python.clone().filter(|python| !python.is_empty()),
+            json: args.json,
+            verbosity,
+            jobs,
+            levels,
+            cwd,
+        })
+    }
+}
+
+/// Settings of `rcache warm`.
+#[derive(Debug, Clone)]
+pub struct WarmConfig {
+    pub paths: Vec<PathBuf>,
+    pub scan: ScanOptions,
+    pub timeout: Option<Duration>,
+}
+
+impl WarmConfig {
+    pub fn from_args(args: &WarmArgs, global: &GlobalConfig) -> anyhow::Result<Self> {
+        if !args.timeout.is_finite() || args.timeout < 0.0 {
+            bail!("`--timeout` must be a number of seconds, 0 or more");
+        }
+        let paths = if args.paths.is_empty() {
+            vec![PathBuf::from(".")]
+        } else {
+            args.paths.clone()
+        };
+        Ok(Self {
+            paths,
+            scan: ScanOptions {
+                exclude: args.exclude.clone(),
+                no_ignore: args.no_ignore,
+                threads: global.jobs.min(8),
+            },
+            timeout: (args.timeout > 0.0).then(|| Duration::from_secs_f64(args.timeout)),
+        })
+    }
+}

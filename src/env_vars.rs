@@ -1,0 +1,22 @@
+//! Every environment variable rcache reads, in one place.
+
+/// Path of the store file (same as `--store`).
+pub const RCACHE_STORE: &str = "RCACHE_STORE";
+/// Interpreter to compile for (same as `--python`).
+pub const RCACHE_PYTHON: &str = "RCACHE_PYTHON";
+/// Per-file compile timeout in seconds; `0` disables it (same as `--timeout`).
+pub const RCACHE_TIMEOUT: &str = "RCACHE_TIMEOUT";
+/// Log filter for `tracing`, e.g. `rcache=debug`.
+pub const RCACHE_LOG: &str = "RCACHE_LOG";
+/// The active virtualenv, as set by its `activate` script.
+pub const VIRTUAL_ENV: &str = "VIRTUAL_ENV";
+/// pyenv's root, used to resolve its shims without starting a shell.
+pub const PYENV_ROOT: &str = "PYENV_ROOT";
+/// pyenv's per-shell version override.
+pub const PYENV_VERSION: &str = "PYENV_VERSION";
+/// The XDG base directory for caches (read through the `dirs` crate).
+pub const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
+/// Test seam: `KIND:MARKER` makes the worker that compiles a file whose path
+/// contains MARKER misbehave (KIND is `crash`, `hang` or `garbage`), so tests
+/// can prove the pool survives what real runs cannot provoke on demand.
+pub const RCACHE_TEST_WORKER_FAULT: &str = "__RCACHE_TEST_WORKER_FAULT";

@@ -1,0 +1,62 @@
+//! rcache: a content-addressed cache for CPython bytecode.
+//!
+//! Sources are compiled once per content by the interpreter itself
+//! ([`compile`]), keyed by blake3 over the bytes and what changes the
+//! bytecode ([`key`]), and kept in one SQLite store ([`store`]) that every
+//! checkout, worktree and virtualenv of a user shares. See
+//! `docs/ARCHITECTURE.md` for the design.
+
+pub mod cli;
+pub mod commands;
+pub mod compile;
+pub mod config;
+pub mod env_vars;
+pub mod exit;
+pub mod interpreter;
+pub mod interrupt;
+pub mod key;
+pub mod logging;
+pub mod pipeline;
+pub mod progress;
+pub mod report;
+pub mod scan;
+pub mod store;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::config::{GlobalConfig, WarmConfig};
+use crate::exit::ExitStatus;
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.global.verbose);
+    interrupt::install();
+    match run(&cli) {
+        Ok(status) => status.into(),
+        Err(err) => {
+            // A closed pipe (`rcache stats | head -1`) is not an error.
+            let broken_pipe = err.chain().any(|cause| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            });
+            if broken_pipe {
+                return ExitStatus::Success.into();
+            }
+            eprintln!("rcache: error: {err:#}");
+            ExitStatus::Error.into()
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<ExitStatus> {
+    let global = GlobalConfig::from_args(&cli.global)?;
+    match &cli.command {
+        Command::Warm(args) => commands::warm(&global, &WarmConfig::from_args(args, &global)?),
+        Command::Stats => commands::stats(&global),
+    }
+}

@@ -1,0 +1,408 @@
+//! The engine behind `warm`: read each source once, key it, look it up,
+//! compile only the misses, store the results in batches.
+//!
+//! ```text
+//! files ──read+blake3──▶ keys ──lookup──┬─ hit / remembered failure
+//!                                       └─ miss ─▶ pool ─▶ batched store writes
+//! ```
+//! The bytes hashed are the bytes sent to the compiler: nothing is read
+//! twice, so an edit during the run cannot pair a key with other code.
+//! Content met under several paths is compiled once.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::compile::{Fault, Job, LevelResult, Pool, PoolOptions};
+use crate::env_vars;
+use crate::interpreter::Profile;
+use crate::interrupt;
+use crate::key::Key;
+use crate::progress::Reporter;
+use crate::report::{Failure, Summary, normalize_warnings, warnings_for};
+use crate::scan::{ScanError, io_error};
+use crate::store::{Lookup, NewEntry, NewFailure, Store, StoredFailure};
+
+/// zstd level for stored code: marshal data compresses about 3x at level 3,
+/// and higher levels cost more compile-path time than they save on disk.
+const ZSTD_LEVEL: i32 = 3;
+/// A batch of results is committed when it is this big ...
+const BATCH_ENTRIES: usize = 256;
+/// ... or this old, keeping write transactions short.
+const BATCH_AGE: Duration = Duration::from_millis(500);
+
+/// What the pipeline needs to know and may use.
+pub struct Pipeline<'a> {
+    pub store: &'a mut Store,
+    pub profile: &'a Profile,
+    pub profile_id: i64,
+    pub levels: &'a [u8],
+    pub pool: PoolOptions,
+    pub reporter: &'a dyn Reporter,
+}
+
+/// What a run over files produced.
+pub struct Outcome {
+    pub summary: Summary,
+    /// Ctrl-C stopped the run (what was finished is stored).
+    pub interrupted: bool,
+}
+
+/// A source read once, with its key at each level.
+struct Source {
+    path: PathBuf,
+    bytes: Arc<[u8]>,
+    keys: Vec<Key>,
+}
+
+/// What is known of one key during the run.
+enum KeyState {
+    Hit {
+        warnings: Option<String>,
+    },
+    Remembered(StoredFailure),
+    /// Compiled in this run, for the source at index `owner`.
+    Compiled {
+        warnings: Option<String>,
+        owner: usize,
+    },
+    Failed(StoredFailure),
+    /// Queued but not answered (the run was interrupted).
+    Pending,
+}
+
+impl Pipeline<'_> {
+    /// Warms the store with `files`; `scan_errors` are reported with them.
+    pub fn run(
+        mut self,
+        files: &[PathBuf],
+        scan_errors: Vec<ScanError>,
+    ) -> anyhow::Result<Outcome> {
+        let start = Instant::now();
+        let mut summary = Summary::default();
+        let (sources, read_errors) = read_all(files, self.profile, self.levels, self.pool.workers);
+        summary.files = files.len() as u64;
+        summary.bytes_source = sources.iter().map(|source| source.bytes.len() as u64).sum();
+
+        let mut states: HashMap<Key, KeyState> = HashMap::new();
+        let mut stale = Vec::new();
+        let mut jobs = Vec::new();
+        for (index, source) in sources.iter().enumerate() {
+            let mut targets = Vec::new();
+            for (&level, key) in self.levels.iter().zip(&source.keys) {
+                let Entry::Vacant(vacant) = states.entry(*key) else {
+                    continue; // the same content under another path
+                };
+                let (lookup, refresh) = self.store.lookup(key)?;
+                if refresh {
+                    stale.push(*key);
+                }
+                vacant.insert(match lookup {
+                    Lookup::Hit { warnings } => KeyState::Hit { warnings },
+                    Lookup::Failed(failure) => KeyState::Remembered(failure),
+                    Lookup::Miss => {
+                        targets.push((level, key.placeholder_filename()));
+                        KeyState::Pending
+                    }
+                });
+            }
+            if !targets.is_empty() {
+                jobs.push(Job {
+                    id: index as u64,
+                    targets,
+                    source: Arc::clone(&source.bytes),
+                    fault: injected_fault(&source.path),
+                });
+            }
+        }
+
+        let mut interrupted = false;
+        if !jobs.is_empty() {
+            let (started, stored_bytes) = self.compile(jobs, &sources, &mut states)?;
+            summary.workers_started = started as u64;
+            summary.bytes_stored = stored_bytes;
+            interrupted = interrupt::requested();
+        }
+
+        tally(&mut summary, &sources, &states);
+        summary
+            .failures
+            .extend(read_errors.iter().chain(&scan_errors).map(|error| Failure {
+                path: error.path.display().to_string(),
+                line: None,
+                col: None,
+                error_type: error.error_type.clone(),
+                message: error.message.clone(),
+            }));
+        summary.failed += read_errors.len() as u64 * self.levels.len() as u64;
+        summary.failures.sort_by(|a, b| a.path.cmp(&b.path));
+        let count = |wanted: fn(&KeyState) -> bool| {
+            let keys = sources.iter().flat_map(|source| &source.keys);
+            keys.filter(|key| states.get(*key).is_some_and(wanted))
+                .count() as u64
+        };
+        // Lifetime counters: a remembered failure is a lookup the store
+        // answered; a fresh failure is one it could not.
+        let answered = summary.hits + count(|state| matches!(state, KeyState::Remembered(_)));
+        let misses = summary.compiled + count(|state| matches!(state, KeyState::Failed(_)));
+        self.store
+            .finish_run(&stale, &[("hits", answered), ("misses", misses)])?;
+        self.store.checkpoint();
+        summary.seconds = start.elapsed().as_secs_f64();
+        Ok(Outcome {
+            summary,
+            interrupted,
+        })
+    }
+
+    /// Runs `jobs` through the pool, storing results as they come.
+    /// Returns the workers started and the compressed bytes stored.
+    fn compile(
+        &mut self,
+        jobs: Vec<Job>,
+        sources: &[Source],
+        states: &mut HashMap<Key, KeyState>,
+    ) -> anyhow::Result<(usize, u64)> {
+        let mut options = self.pool.clone();
+        options.workers = options.workers.min(jobs.len());
+        self.reporter.compile_started(jobs.len() as u64);
+        let mut pool = Pool::new(&options, interrupt::flag());
+        let submitter = pool.submitter().expect("a new pool has its submitter");
+        let mut batch = Batch::default();
+        let mut stored_bytes = 0;
+        let result = std::thread::scope(|scope| -> anyhow::Result<()> {
+            scope.spawn(move || {
+                for job in jobs {
+                    if interrupt::requested() || submitter.send(job).is_err() {
+                        return;
+                    }
+                }
+            });
+            for done in pool.done() {
+                let owner = usize::try_from(done.id).expect("job ids are source indexes");
+                let source = &sources[owner];
+                let pending: Vec<(u8, Key)> = self
+                    .levels
+                    .iter()
+                    .zip(&source.keys)
+                    .filter(|(_, key)| matches!(states.get(*key), Some(KeyState::Pending)))
+                    .map(|(&level, &key)| (level, key))
+                    .collect();
+                for ((level, key), result) in pending.into_iter().zip(done.results) {
+                    let state = self.record(key, level, owner, result, &mut batch);
+                    states.insert(key, state);
+                }
+                self.reporter.compiled();
+                if batch.is_due() {
+                    stored_bytes += batch.flush(self.store)?;
+                }
+            }
+            Ok(())
+        });
+        // Whatever happened, keep what was finished.
+        let flushed = batch.flush(self.store);
+        self.reporter.compile_finished();
+        let started = pool.finish();
+        result?;
+        stored_bytes += flushed?;
+        Ok((started, stored_bytes))
+    }
+
+    fn record(
+        &self,
+        key: Key,
+        level: u8,
+        owner: usize,
+        result: LevelResult,
+        batch: &mut Batch,
+    ) -> KeyState {
+        match result {
+            LevelResult::Compiled { code, warnings } => {
+                let warnings = normalize_warnings(&warnings, &key.placeholder_filename());
+                let data = zstd::bulk::compress(&code, ZSTD_LEVEL)
+                    .expect("compressing into a Vec cannot fail");
+                batch.entries.push(NewEntry {
+                    key,
+                    profile_id: self.profile_id,
+                    optimize: level,
+                    raw_size: code.len(),
+                    checksum: *blake3::hash(&code).as_bytes(),
+                    data,
+                    warnings: warnings.clone(),
+                });
+                KeyState::Compiled { warnings, owner }
+            }
+            LevelResult::Failed {
+                failure,
+                deterministic,
+            } => {
+                if deterministic {
+                    batch.failures.push(NewFailure {
+                        key,
+                        profile_id: self.profile_id,
+                        optimize: level,
+                        failure: failure.clone(),
+                    });
+                }
+                KeyState::Failed(failure)
+            }
+        }
+    }
+}
+
+/// Results waiting to be committed together.
+struct Batch {
+    entries: Vec<NewEntry>,
+    failures: Vec<NewFailure>,
+    since: Instant,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            failures: Vec::new(),
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Batch {
+    fn is_due(&self) -> bool {
+        self.entries.len() + self.failures.len() >= BATCH_ENTRIES
+            || self.since.elapsed() >= BATCH_AGE
+    }
+
+    /// Commits the batch; returns the compressed bytes written.
+    fn flush(&mut self, store: &mut Store) -> anyhow::Result<u64> {
+        store.write(&self.entries, &self.failures)?;
+        let bytes = self
+            .entries
+            .iter()
+            .map(|entry| entry.data.len() as u64)
+            .sum();
+        *self = Self::default();
+        Ok(bytes)
+    }
+}
+
+/// Counts each (file, level) once, and collects failures and warnings.
+fn tally(summary: &mut Summary, sources: &[Source], states: &HashMap<Key, KeyState>) {
+    for (index, source) in sources.iter().enumerate() {
+        let mut failures: Vec<Failure> = Vec::new();
+        let mut warnings = Vec::new();
+        for key in &source.keys {
+            let (failure, stored_warnings) = match states.get(key) {
+                Some(KeyState::Hit { warnings }) => {
+                    summary.hits += 1;
+                    (None, warnings.as_deref())
+                }
+                Some(KeyState::Compiled { warnings, owner }) => {
+                    if *owner == index {
+                        summary.compiled += 1;
+                    } else {
+                        summary.hits += 1;
+                    }
+                    (None, warnings.as_deref())
+                }
+                Some(KeyState::Remembered(failure) | KeyState::Failed(failure)) => {
+                    summary.failed += 1;
+                    (Some(failure), None)
+                }
+                Some(KeyState::Pending) | None => (None, None),
+            };
+            if let Some(failure) = failure {
+                let failure = Failure::new(&source.path, failure);
+                if !failures.contains(&failure) {
+                    failures.push(failure);
+                }
+            }
+            for warning in stored_warnings
+                .map(|text| warnings_for(&source.path, text))
+                .unwrap_or_default()
+            {
+                if !warnings.contains(&warning) {
+                    warnings.push(warning);
+                }
+            }
+        }
+        summary.failures.extend(failures);
+        summary.warnings.extend(warnings);
+    }
+}
+
+/// Reads and keys every file, on `threads` threads. Unreadable files (gone,
+/// no permission, not a file) come back as errors.
+fn read_all(
+    files: &[PathBuf],
+    profile: &Profile,
+    levels: &[u8],
+    threads: usize,
+) -> (Vec<Source>, Vec<ScanError>) {
+    let next = AtomicUsize::new(0);
+    let context = profile.key_context();
+    let read_one = |path: &Path| -> Result<Source, ScanError> {
+        let bytes = std::fs::read(path).map_err(|err| io_error(path.to_owned(), &err))?;
+        let keys = levels
+            .iter()
+            .map(|&level| context.key(level, &bytes))
+            .collect();
+        Ok(Source {
+            path: path.to_owned(),
+            bytes: bytes.into(),
+            keys,
+        })
+    };
+    let mut results: Vec<(usize, Result<Source, ScanError>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.clamp(1, files.len().max(1)))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(path) = files.get(index) else {
+                            return mine;
+                        };
+                        mine.push((index, read_one(path)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().expect("reader thread panicked"))
+            .collect()
+    });
+    results.sort_by_key(|(index, _)| *index);
+    let mut sources = Vec::with_capacity(results.len());
+    let mut errors = Vec::new();
+    for (_, result) in results {
+        match result {
+            Ok(source) => sources.push(source),
+            Err(error) => errors.push(error),
+        }
+    }
+    (sources, errors)
+}
+
+/// The test seam of [`env_vars::RCACHE_TEST_WORKER_FAULT`].
+fn injected_fault(path: &Path) -> Fault {
+    let Ok(rule) = std::env::var(env_vars::RCACHE_TEST_WORKER_FAULT) else {
+        return Fault::None;
+    };
+    let Some((kind, marker)) = rule.split_once(':') else {
+        return Fault::None;
+    };
+    if !path.to_string_lossy().contains(marker) {
+        return Fault::None;
+    }
+    match kind {
+        "crash" => Fault::Crash,
+        "hang" => Fault::Hang,
+        "garbage" => Fault::Garbage,
+        _ => Fault::None,
+    }
+}

@@ -1,0 +1,257 @@
+//! Compiled code and remembered failures, by key.
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::{Error, Store, unix_now};
+use crate::key::Key;
+
+/// Last-use times are only rewritten when older than this, so hits on the
+/// hot path almost never cost a write.
+const LAST_USED_GRANULARITY_SECS: i64 = 24 * 60 * 60;
+
+/// What the store holds for a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// Compiled code is stored; these are the warnings its compile printed.
+    Hit { warnings: Option<String> },
+    /// The source is known not to compile.
+    Failed(StoredFailure),
+    /// Nothing is known.
+    Miss,
+}
+
+/// A deterministic compile error, as CPython reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFailure {
+    /// The exception type, e.g. `SyntaxError`.
+    pub error_type: String,
+    /// The exception message.
+    pub message: String,
+    /// 1-based line, when CPython gives one.
+    pub line: Option<u32>,
+    /// 1-based column, when CPython gives one.
+    pub col: Option<u32>,
+}
+
+/// Compiled code to store.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub key: Key,
+    pub profile_id: i64,
+    pub optimize: u8,
+    /// Size of the marshal bytes before compression.
+    pub raw_size: usize,
+    /// blake3 of the marshal bytes before compression.
+    pub checksum: [u8; 32],
+    /// zstd-compressed marshal bytes.
+    pub data: Vec<u8>,
+    pub warnings: Option<String>,
+}
+
+/// A compile failure to remember.
+#[derive(Debug, Clone)]
+pub struct NewFailure {
+    pub key: Key,
+    pub profile_id: i64,
+    pub optimize: u8,
+    pub failure: StoredFailure,
+}
+
+impl Store {
+    /// What the store holds for `key`; also tells whether its last-use time
+    /// is old enough to be refreshed by [`Store::finish_run`].
+    pub fn lookup(&self, key: &Key) -> Result<(Lookup, bool), Error> {
+        let stale_before = unix_now() - LAST_USED_GRANULARITY_SECS;
+        let hit = self
+            .conn
+            .prepare_cached("SELECT warnings, last_used FROM entries WHERE key = ?1")
+            .and_then(|mut statement| {
+                statement
+                    .query_row([key.0.as_slice()], |row| {
+                        Ok((row.get::<_, Option<String>>(0)?, row.get::<_, i64>(1)?))
+                    })
+                    .optional()
+            })
+            .map_err(|source| self.sqlite_error(source))?;
+        if let Some((warnings, last_used)) = hit {
+            return Ok((Lookup::Hit { warnings }, last_used < stale_before));
+        }
+        let failure = self
+            .conn
+            .prepare_cached(
+                "SELECT error_type, message, line, col, last_used FROM failures WHERE key = ?1",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row([key.0.as_slice()], |row| {
+                        Ok((
+                            StoredFailure {
+                                error_type: row.get(0)?,
+                                message: row.get(1)?,
+                                line: row.get(2)?,
+                                col: row.get(3)?,
+                            },
+                            row.get::<_, i64>(4)?,
+                        ))
+                    })
+                    .optional()
+            })
+            .map_err(|source| self.sqlite_error(source))?;
+        Ok(match failure {
+            Some((failure, last_used)) => (Lookup::Failed(failure), last_used < stale_before),
+            None => (Lookup::Miss, false),
+        })
+    }
+
+    /// Stores a batch of results in one short write transaction.
+    pub fn write(&mut self, entries: &[NewEntry], failures: &[NewFailure]) -> Result<(), Error> {
+        if entries.is_empty() && failures.is_empty() {
+            return Ok(());
+        }
+        let now = unix_now();
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO entries
+                     (key, profile_id, optimize, raw_size, checksum, data, warnings, created, last_used)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                )?;
+                for entry in entries {
+                    insert.execute(params![
+                        entry.key.0.as_slice(),
+                        entry.profile_id,
+                        entry.optimize,
+                        entry.raw_size as i64,
+                        entry.checksum.as_slice(),
+                        entry.data,
+                        entry.warnings,
+                        now,
+                    ])?;
+                }
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO failures
+                     (key, profile_id, optimize, error_type, message, line, col, created, last_used)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                )?;
+                for new in failures {
+                    insert.execute(params![
+                        new.key.0.as_slice(),
+                        new.profile_id,
+                        new.optimize,
+                        new.failure.error_type,
+                        new.failure.message,
+                        new.failure.line,
+                        new.failure.col,
+                        now,
+                    ])?;
+                }
+            }
+            tx.commit()
+        })();
+        result.map_err(|source| self.sqlite_error(source))
+    }
+
+    /// Ends a run: refreshes the last-use time of `used` keys and adds
+    /// `counters` to the lifetime totals, in one transaction (none at all
+    /// when there is nothing to write).
+    pub fn finish_run(&mut self, used: &[Key], counters: &[(&str, u64)]) -> Result<(), Error> {
+        let counters: Vec<_> = counters.iter().filter(|(_, delta)| *delta > 0).collect();
+        if used.is_empty() && counters.is_empty() {
+            return Ok(());
+        }
+        let now = unix_now();
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut touch_entry =
+                    tx.prepare_cached("UPDATE entries SET last_used = ?1 WHERE key = ?2")?;
+                let mut touch_failure =
+                    tx.prepare_cached("UPDATE failures SET last_used = ?1 WHERE key = ?2")?;
+                for key in used {
+                    if touch_entry.execute(params![now, key.0.as_slice()])? == 0 {
+                        touch_failure.execute(params![now, key.0.as_slice()])?;
+                    }
+                }
+                let mut add = tx.prepare_cached(
+                    "INSERT INTO counters (name, value) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                )?;
+                for (name, delta) in counters {
+                    add.execute(params![name, i64::try_from(*delta).unwrap_or(i64::MAX)])?;
+                }
+            }
+            tx.commit()
+        })();
+        result.map_err(|source| self.sqlite_error(source))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interpreter::{Profile, SourceHash};
+
+    fn store() -> (tempfile::TempDir, Store, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("store.sqlite3")).unwrap();
+        let profile = Profile {
+            implementation: "cpython".into(),
+            version: "3.12.1".into(),
+            cache_tag: "cpython-312".into(),
+            magic: *b"\xcb\x0d\x0d\x0a",
+            source_hash: SourceHash::SipHash13,
+        };
+        let id = store.profile_id(&profile).unwrap();
+        (dir, store, id)
+    }
+
+    #[test]
+    fn write_then_lookup() {
+        let (_dir, mut store, profile_id) = store();
+        let hit = Key([1; 32]);
+        let failed = Key([2; 32]);
+        let failure = StoredFailure {
+            error_type: "SyntaxError".into(),
+            message: "invalid syntax".into(),
+            line: Some(3),
+            col: None,
+        };
+        store
+            .write(
+                &[NewEntry {
+                    key: hit,
+                    profile_id,
+                    optimize: 0,
+                    raw_size: 3,
+                    checksum: *blake3::hash(b"abc").as_bytes(),
+                    data: b"zzz".to_vec(),
+                    warnings: None,
+                }],
+                &[NewFailure {
+                    key: failed,
+                    profile_id,
+                    optimize: 0,
+                    failure: failure.clone(),
+                }],
+            )
+            .unwrap();
+        assert_eq!(
+            store.lookup(&hit).unwrap().0,
+            Lookup::Hit { warnings: None }
+        );
+        assert_eq!(store.lookup(&failed).unwrap().0, Lookup::Failed(failure));
+        assert_eq!(store.lookup(&Key([3; 32])).unwrap().0, Lookup::Miss);
+        store
+            .finish_run(&[hit, failed], &[("hits", 2), ("misses", 0)])
+            .unwrap();
+        let stats = store.stats().unwrap();
+        assert_eq!(stats.entries, 1);
+        assert_eq!(stats.failures, 1);
+        assert_eq!(stats.lifetime_hits, 2);
+    }
+}

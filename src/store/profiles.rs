@@ -1,0 +1,126 @@
+//! Interpreter profiles, and the executables already probed.
+
+use std::path::Path;
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::{Error, Store, unix_now};
+use crate::interpreter::{FileIdentity, Profile, SourceHash};
+
+impl Store {
+    /// The profile recorded for `executable`, if the file is unchanged since
+    /// it was probed.
+    pub fn cached_profile(
+        &self,
+        executable: &Path,
+        identity: &FileIdentity,
+    ) -> Result<Option<(i64, Profile)>, Error> {
+        let found = self
+            .conn
+            .prepare_cached(
+                "SELECT p.id, p.implementation, p.version, p.cache_tag, p.magic, p.source_hash
+                 FROM interpreters i JOIN profiles p ON p.id = i.profile_id
+                 WHERE i.path = ?1 AND i.device = ?2 AND i.inode = ?3 AND i.size = ?4
+                   AND i.mtime_ns = ?5 AND i.ctime_ns = ?6",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row(
+                        params![
+                            executable.to_string_lossy(),
+                            identity.device as i64,
+                            identity.inode as i64,
+                            identity.size as i64,
+                            identity.mtime_ns,
+                            identity.ctime_ns,
+                        ],
+                        |row| {
+                            Ok((
+                                row.get::<_, i64>(0)?,
+                                row.get::<_, String>(1)?,
+                                row.get::<_, String>(2)?,
+                                row.get::<_, String>(3)?,
+                                row.get::<_, Vec<u8>>(4)?,
+                                row.get::<_, String>(5)?,
+                            ))
+                        },
+                    )
+                    .optional()
+            })
+            .map_err(|source| self.sqlite_error(source))?;
+        Ok(
+            found.and_then(|(id, implementation, version, cache_tag, magic, hash)| {
+                Some((
+                    id,
+                    Profile {
+                        implementation,
+                        version,
+                        cache_tag,
+                        magic: magic.try_into().ok()?,
+                        source_hash: SourceHash::from_name(&hash)?,
+                    },
+                ))
+            }),
+        )
+    }
+
+    /// Records that `executable`, with this identity, has `profile`;
+    /// returns the profile's id.
+    pub fn remember_profile(
+        &mut self,
+        executable: &Path,
+        identity: &FileIdentity,
+        profile: &Profile,
+    ) -> Result<i64, Error> {
+        let id = self.profile_id(profile)?;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO interpreters
+                 (path, device, inode, size, mtime_ns, ctime_ns, profile_id, probed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    executable.to_string_lossy(),
+                    identity.device as i64,
+                    identity.inode as i64,
+                    identity.size as i64,
+                    identity.mtime_ns,
+                    identity.ctime_ns,
+                    id,
+                    unix_now(),
+                ],
+            )
+            .map_err(|source| self.sqlite_error(source))?;
+        Ok(id)
+    }
+
+    /// The id of `profile`, inserting it if it is new.
+    pub fn profile_id(&mut self, profile: &Profile) -> Result<i64, Error> {
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let columns = params![
+                profile.implementation,
+                profile.version,
+                profile.cache_tag,
+                profile.magic.as_slice(),
+                profile.source_hash.as_str(),
+            ];
+            tx.execute(
+                "INSERT OR IGNORE INTO profiles
+                 (implementation, version, cache_tag, magic, source_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                columns,
+            )?;
+            let id = tx.query_row(
+                "SELECT id FROM profiles WHERE implementation = ?1 AND version = ?2
+                 AND cache_tag = ?3 AND magic = ?4 AND source_hash = ?5",
+                columns,
+                |row| row.get(0),
+            )?;
+            tx.commit()?;
+            Ok(id)
+        })();
+        result.map_err(|source| self.sqlite_error(source))
+    }
+}

@@ -1,0 +1,90 @@
+//! What is in the store, for `rcache stats`.
+
+use serde::Serialize;
+
+use super::{Error, Store};
+
+/// Totals over the whole store.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    /// Compiled code objects stored.
+    pub entries: u64,
+    /// Remembered compile failures.
+    pub failures: u64,
+    /// Marshal bytes before compression.
+    pub bytes_raw: u64,
+    /// Compressed bytes stored.
+    pub bytes_stored: u64,
+    /// Size of the store file on disk.
+    pub bytes_file: u64,
+    /// Lifetime lookups answered from the store.
+    pub lifetime_hits: u64,
+    /// Lifetime lookups that had to compile.
+    pub lifetime_misses: u64,
+    /// One line per interpreter profile.
+    pub profiles: Vec<ProfileStats>,
+}
+
+/// Totals for one interpreter profile.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileStats {
+    pub implementation: String,
+    pub version: String,
+    pub cache_tag: String,
+    pub entries: u64,
+    pub failures: u64,
+    pub bytes_raw: u64,
+    pub bytes_stored: u64,
+}
+
+impl Store {
+    /// Counts everything in the store.
+    pub fn stats(&self) -> Result<Stats, Error> {
+        let result = (|| {
+            let mut statement = self.conn.prepare(
+                "SELECT p.implementation, p.version, p.cache_tag,
+                    (SELECT count(*) FROM entries e WHERE e.profile_id = p.id),
+                    (SELECT count(*) FROM failures f WHERE f.profile_id = p.id),
+                    (SELECT coalesce(sum(e.raw_size), 0) FROM entries e WHERE e.profile_id = p.id),
+                    (SELECT coalesce(sum(length(e.data)), 0) FROM entries e WHERE e.profile_id = p.id)
+                 FROM profiles p ORDER BY p.cache_tag, p.version",
+            )?;
+            let profiles = statement
+                .query_map([], |row| {
+                    Ok(ProfileStats {
+                        implementation: row.get(0)?,
+                        version: row.get(1)?,
+                        cache_tag: row.get(2)?,
+                        entries: row.get(3)?,
+                        failures: row.get(4)?,
+                        bytes_raw: row.get(5)?,
+                        bytes_stored: row.get(6)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let counter = |name: &str| -> rusqlite::Result<u64> {
+                self.conn.query_row(
+                    "SELECT coalesce((SELECT value FROM counters WHERE name = ?1), 0)",
+                    [name],
+                    |row| row.get(0),
+                )
+            };
+            let file_bytes: u64 = self.conn.query_row(
+                "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size",
+                [],
+                |row| row.get(0),
+            )?;
+            Ok(Stats {
+                entries: profiles.iter().map(|p| p.entries).sum(),
+                failures: profiles.iter().map(|p| p.failures).sum(),
+                bytes_raw: profiles.iter().map(|p| p.bytes_raw).sum(),
+                bytes_stored: profiles.iter().map(|p| p.bytes_stored).sum(),
+                bytes_file: file_bytes,
+                lifetime_hits: counter("hits")?,
+                lifetime_misses: counter("misses")?,
+                profiles,
+            })
+        })();
+        result.map_err(|source| self.sqlite_error(source))
+    }
+}

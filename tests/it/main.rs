@@ -1,0 +1,9 @@
+//! Integration tests: the built `rcache` binary against the real CPython
+//! interpreters installed on this machine (every 3.8–3.13 found), in
+//! temporary directories. Each test says which versions it covered.
+
+mod support;
+
+mod stdlib;
+
+mod warm;

@@ -1,0 +1,372 @@
+//! Test context: interpreters found on the machine, a private temp dir and
+//! store per test, and helpers to run the binary and read the store.
+
+#![allow(dead_code)] // each test module uses its own part of the kit
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+/// A real CPython found on the machine.
+#[derive(Debug, Clone)]
+pub struct Python {
+    /// The real binary (never a pyenv shim).
+    pub path: PathBuf,
+    /// (major, minor).
+    pub version: (u32, u32),
+    /// e.g. `3.12.1`.
+    pub full_version: String,
+}
+
+impl Python {
+    pub fn label(&self) -> String {
+        format!("CPython {} ({})", self.full_version, self.path.display())
+    }
+
+    /// Runs this interpreter with `args`, in a clean environment.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(&self.path);
+        command.env_clear().env("PYTHONHASHSEED", "0");
+        command
+    }
+}
+
+/// Every supported CPython (3.8–3.13) installed here: pyenv's versions and
+/// `/usr/bin/python3.X`, one per minor version, pyenv's first.
+pub fn pythons() -> &'static [Python] {
+    static FOUND: OnceLock<Vec<Python>> = OnceLock::new();
+    FOUND.get_or_init(|| {
+        let mut by_minor: BTreeMap<u32, Python> = BTreeMap::new();
+        let pyenv_root = std::env::var_os("PYENV_ROOT")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".pyenv")));
+        let mut candidates = Vec::new();
+        if let Some(Ok(entries)) = pyenv_root.map(|root| std::fs::read_dir(root.join("versions"))) {
+            let mut dirs: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+            dirs.sort();
+            for dir in dirs {
+                for minor in 8..=13 {
+                    candidates.push(dir.join(format!("bin/python3.{minor}")));
+                }
+            }
+        }
+        for minor in 8..=13 {
+            candidates.push(PathBuf::from(format!("/usr/bin/python3.{minor}")));
+        }
+        for path in candidates {
+            if !path.is_file() {
+                continue;
+            }
+            let Some(full_version) = probe_version(&path) else {
+                continue;
+            };
+            let mut parts = full_version
+                .split('.')
+                .map(|p| p.parse::<u32>().unwrap_or(0));
+            let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+            by_minor.entry(version.1).or_insert(Python {
+                path,
+                version,
+                full_version,
+            });
+        }
+        let found: Vec<Python> = by_minor.into_values().collect();
+        eprintln!(
+            "interpreters under test: {}",
+            found
+                .iter()
+                .map(|p| p.full_version.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        found
+    })
+}
+
+fn probe_version(path: &Path) -> Option<String> {
+    let output = Command::new(path)
+        .args([
+            "-S",
+            "-s",
+            "-c",
+            "import sys; print('%d.%d.%d' % sys.version_info[:3])",
+        ])
+        .env_clear()
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// The interpreters at least `(3, minor)`.
+pub fn pythons_from(minor: u32) -> Vec<Python> {
+    pythons()
+        .iter()
+        .filter(|p| p.version >= (3, minor))
+        .cloned()
+        .collect()
+}
+
+/// Any one supported interpreter, preferring 3.12.
+pub fn any_python() -> Python {
+    let all = pythons();
+    assert!(
+        !all.is_empty(),
+        "no CPython 3.8–3.13 installed: the tests need one"
+    );
+    all.iter()
+        .find(|p| p.version == (3, 12))
+        .unwrap_or(&all[0])
+        .clone()
+}
+
+/// Says which interpreters a test covered (shown with `--nocapture`, and in
+/// the report when a test fails).
+pub fn covered(test: &str, pythons: &[Python]) {
+    let versions: Vec<&str> = pythons.iter().map(|p| p.full_version.as_str()).collect();
+    eprintln!("{test}: covered CPython {}", versions.join(", "));
+}
+
+/// A temporary project directory and a store of its own.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub store: PathBuf,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = dir.path().join("store").join("store.sqlite3");
+        Self { dir, store }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `contents` at `relative`, creating parent directories.
+    pub fn write(&self, relative: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// `rcache --store STORE --python PY ARGS...`, run in the temp dir.
+    pub fn rcache(&self, python: &Python, args: &[&str]) -> Command {
+        let mut command = rcache_command(self.path());
+        command
+            .arg("--store")
+            .arg(&self.store)
+            .arg("--python")
+            .arg(&python.path);
+        command.args(args);
+        command
+    }
+
+    /// Runs `rcache ... --json ARGS` and parses stdout.
+    pub fn warm_json(&self, python: &Python, args: &[&str]) -> (Value, Output) {
+        let mut command = self.rcache(python, &["--json", "warm"]);
+        command.args(args);
+        run_json(&mut command)
+    }
+
+    /// Every blob in the store, by hex key, decompressed.
+    pub fn blobs(&self) -> BTreeMap<String, Vec<u8>> {
+        blobs(&self.store)
+    }
+
+    pub fn count(&self, table: &str) -> i64 {
+        let conn = rusqlite::Connection::open(&self.store).unwrap();
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+            row.get(0)
+        })
+        .unwrap()
+    }
+}
+
+/// The built binary, with a clean rcache environment, run in `cwd`.
+pub fn rcache_command(cwd: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rcache"));
+    command.current_dir(cwd);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("RCACHE_") {
+            command.env_remove(name);
+        }
+    }
+    command.env_remove("VIRTUAL_ENV");
+    command
+}
+
+/// Runs `command`, which must print one JSON object on stdout.
+pub fn run_json(command: &mut Command) -> (Value, Output) {
+    let output = command.output().expect("running rcache");
+    let value = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+        panic!(
+            "stdout is not JSON ({err}); status {}\nstdout: {}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (value, output)
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn code(output: &Output) -> i32 {
+    output.status.code().unwrap_or(-1)
+}
+
+/// Every blob in the store at `store`, by hex key, decompressed and checked.
+pub fn blobs(store: &Path) -> BTreeMap<String, Vec<u8>> {
+    let conn = rusqlite::Connection::open(store).unwrap();
+    let mut statement = conn
+        .prepare("SELECT key, data, checksum, raw_size FROM entries")
+        .unwrap();
+    statement
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, Vec<u8>>(0)?,
+                row.get::<_, Vec<u8>>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+                row.get::<_, i64>(3)?,
+            ))
+        })
+        .unwrap()
+        .map(|row| {
+            let (key, data, checksum, raw_size) = row.unwrap();
+            let raw = zstd::decode_all(data.as_slice()).unwrap();
+            assert_eq!(raw.len() as i64, raw_size);
+            assert_eq!(
+                blake3::hash(&raw).as_bytes().as_slice(),
+                checksum.as_slice()
+            );
+            (hex(&key), raw)
+        })
+        .collect()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What of an interpreter enters rcache's keys, read from the interpreter.
+pub struct KeyParams {
+    cache_tag: String,
+    magic: [u8; 4],
+}
+
+impl KeyParams {
+    pub fn of(python: &Python) -> Self {
+        let script = "import sys; ext = sys.modules['_frozen_importlib_external']; \
+                      print(sys.implementation.cache_tag, ext.MAGIC_NUMBER.hex())";
+        let output = python
+            .command()
+            .args(["-S", "-s", "-c", script])
+            .output()
+            .unwrap();
+        let text = String::from_utf8(output.stdout).unwrap();
+        let (tag, magic) = text.trim().split_once(' ').unwrap();
+        let magic: Vec<u8> = (0..8)
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&magic[at..at + 2], 16).unwrap())
+            .collect();
+        Self {
+            cache_tag: tag.to_owned(),
+            magic: magic.try_into().unwrap(),
+        }
+    }
+
+    /// The key rcache gives `source` at `level`.
+    pub fn key(&self, level: u8, source: &[u8]) -> rcache::key::Key {
+        rcache::key::KeyContext {
+            cache_tag: &self.cache_tag,
+            magic: self.magic,
+        }
+        .key(level, source)
+    }
+}
+
+/// Copies `python`'s standard library (no site-packages, no `__pycache__`)
+/// to `dest`; returns the number of `.py` files.
+pub fn copy_stdlib(python: &Python, dest: &Path) -> usize {
+    let output = python
+        .command()
+        .args([
+            "-S",
+            "-s",
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['stdlib'])",
+        ])
+        .output()
+        .unwrap();
+    let stdlib = PathBuf::from(String::from_utf8(output.stdout).unwrap().trim());
+    copy_tree(&stdlib, dest)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> usize {
+    std::fs::create_dir_all(to).unwrap();
+    let mut count = 0;
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "__pycache__" || name == "site-packages" {
+            continue;
+        }
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            count += copy_tree(&entry.path(), &to.join(&name));
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), to.join(&name)).unwrap();
+            if entry.path().extension().is_some_and(|e| e == "py") {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+/// Every `.py` file under `dir`, sorted, skipping `__pycache__`.
+pub fn py_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() && entry.file_name() != "__pycache__" {
+                stack.push(entry.path());
+            } else if kind.is_file() && entry.path().extension().is_some_and(|e| e == "py") {
+                files.push(entry.path());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A listing of everything under `dir` (path, size, mtime), to prove a run
+/// wrote nothing beside the sources.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
+    let mut listing = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let metadata = std::fs::symlink_metadata(entry.path()).unwrap();
+            if metadata.is_dir() {
+                stack.push(entry.path());
+            }
+            listing.insert(entry.path(), (metadata.len(), metadata.modified().unwrap()));
+        }
+    }
+    listing
+}
