@@ -30,7 +30,9 @@ use crate::cli::{Cli, Command};
 use crate::config::{GlobalConfig, WarmConfig};
 use crate::exit::ExitStatus;
 
-/// Runs the command line and returns the process exit code.
+/// Runs the command line and returns the process exit code. Errors are
+/// printed here, once.
+#[expect(clippy::print_stderr, reason = "the one place errors are printed")]
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.global.verbose);

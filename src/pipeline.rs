@@ -76,11 +76,7 @@ enum KeyState {
 
 impl Pipeline<'_> {
     /// Warms the store with `files`; `scan_errors` are reported with them.
-    pub fn run(
-        mut self,
-        files: &[PathBuf],
-        scan_errors: Vec<ScanError>,
-    ) -> anyhow::Result<Outcome> {
+    pub fn run(mut self, files: &[PathBuf], scan_errors: &[ScanError]) -> anyhow::Result<Outcome> {
         let start = Instant::now();
         let mut summary = Summary::default();
         let (sources, read_errors) = read_all(files, self.profile, self.levels, self.pool.workers);
@@ -130,7 +126,7 @@ impl Pipeline<'_> {
         tally(&mut summary, &sources, &states);
         summary
             .failures
-            .extend(read_errors.iter().chain(&scan_errors).map(|error| Failure {
+            .extend(read_errors.iter().chain(scan_errors).map(|error| Failure {
                 path: error.path.display().to_string(),
                 line: None,
                 col: None,

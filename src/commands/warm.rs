@@ -21,7 +21,7 @@ pub fn warm(global: &GlobalConfig, config: &WarmConfig) -> anyhow::Result<ExitSt
     );
     let found = scan::scan(&config.paths, &global.cwd, &config.scan);
     if global.verbosity != Verbosity::Quiet {
-        warn_about_venvs(&found.venvs, &interpreter.profile);
+        warn_about_venvs(&found.venvs, &interpreter.profile)?;
     }
     let reporter: Box<dyn Reporter> = if global.json || global.verbosity != Verbosity::Normal {
         Box::new(Silent)
@@ -40,7 +40,7 @@ pub fn warm(global: &GlobalConfig, config: &WarmConfig) -> anyhow::Result<ExitSt
         },
         reporter: reporter.as_ref(),
     }
-    .run(&found.files, found.errors)?;
+    .run(&found.files, &found.errors)?;
     print(global, &outcome.summary)?;
     Ok(if outcome.interrupted {
         ExitStatus::Interrupted
@@ -72,17 +72,20 @@ fn print(global: &GlobalConfig, summary: &Summary) -> anyhow::Result<()> {
 }
 
 /// A virtualenv made for another Python gets bytecode it will never use.
-fn warn_about_venvs(venvs: &[Venv], profile: &Profile) {
+fn warn_about_venvs(venvs: &[Venv], profile: &Profile) -> std::io::Result<()> {
+    let mut stderr = std::io::stderr().lock();
     for venv in venvs {
         let venv_version = parse_major_minor(&venv.version);
         if venv_version.is_some() && venv_version != profile.major_minor() {
-            eprintln!(
+            writeln!(
+                stderr,
                 "warning: virtualenv `{}` is for Python {}, but rcache compiles for CPython {} (pass `--python {}/bin/python`)",
                 venv.dir.display(),
                 venv.version,
                 profile.version,
                 venv.dir.display(),
-            );
+            )?;
         }
     }
+    Ok(())
 }

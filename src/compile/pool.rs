@@ -157,13 +157,11 @@ fn compile(
     started: &AtomicUsize,
     interrupted: &AtomicBool,
 ) -> Result<Vec<LevelResult>, WorkerError> {
-    let worker = match worker {
-        Some(worker) => worker,
-        None => {
-            started.fetch_add(1, Ordering::Relaxed);
-            worker.insert(Worker::start(&options.python, interrupted)?)
-        }
-    };
+    if worker.is_none() {
+        started.fetch_add(1, Ordering::Relaxed);
+        *worker = Some(Worker::start(&options.python, interrupted)?);
+    }
+    let worker = worker.as_mut().expect("a worker was just started");
     let request = Request {
         id: job.id,
         fault: job.fault,

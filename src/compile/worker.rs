@@ -209,6 +209,7 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         #[cfg(unix)]
+        #[allow(unsafe_code)]
         if let Ok(pid) = i32::try_from(self.child.id()) {
             // SAFETY: kill(2) with a negative pid signals the worker's own
             // process group, which `process_group(0)` made for it alone.

@@ -90,9 +90,10 @@ pub fn discover(explicit: Option<&OsStr>, cwd: &Path) -> Result<Candidate, Error
 
 fn resolve_explicit(name: &OsStr, cwd: &Path) -> Result<PathBuf, Error> {
     let as_path = Path::new(name);
-    let path = if as_path.components().count() > 1 || as_path.is_absolute() {
-        cwd.join(as_path)
-    } else if cwd.join(as_path).is_dir() {
+    let path = if as_path.components().count() > 1
+        || as_path.is_absolute()
+        || cwd.join(as_path).is_dir()
+    {
         cwd.join(as_path)
     } else {
         find_on_path(name, None).ok_or_else(|| Error::Missing {

@@ -2,6 +2,8 @@
 //! interpreters installed on this machine (every 3.8–3.13 found), in
 //! temporary directories. Each test says which versions it covered.
 
+#![allow(clippy::print_stderr, reason = "tests report their coverage on stderr")]
+
 mod support;
 
 mod stdlib;

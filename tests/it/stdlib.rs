@@ -117,7 +117,7 @@ fn compare_with_pristine(python: &Python, warmed: &Warmed) -> Vec<PathBuf> {
     let next = Mutex::new(files.iter());
     let mismatches = Mutex::new(Vec::new());
     let compared = Mutex::new(0usize);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
+    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get) + 1;
     let context = KeyParams::of(python);
     std::thread::scope(|scope| {
         for _ in 0..threads {

@@ -255,7 +255,11 @@ pub fn blobs(store: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut hex, byte| {
+        let _ = write!(hex, "{byte:02x}");
+        hex
+    })
 }
 
 /// What of an interpreter enters rcache's keys, read from the interpreter.
