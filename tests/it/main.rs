@@ -6,6 +6,9 @@
 
 mod support;
 
+mod errors;
+mod scan;
 mod stdlib;
+mod store;
 
 mod warm;

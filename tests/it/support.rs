@@ -374,3 +374,95 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
     }
     listing
 }
+
+impl Python {
+    /// The interpreter at `path`, whatever its version (unsupported ones
+    /// too), if it runs at all.
+    pub fn at(path: &Path) -> Option<Python> {
+        let full_version = probe_version(path)?;
+        let mut parts = full_version
+            .split('.')
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        Some(Python {
+            path: path.to_owned(),
+            version,
+            full_version,
+        })
+    }
+}
+
+/// pyenv's root: `$PYENV_ROOT`, else `~/.pyenv`.
+pub fn pyenv_root() -> Option<PathBuf> {
+    std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".pyenv")))
+}
+
+/// A supported Python outside any home directory (`/usr/bin/python3.X`),
+/// which an unprivileged user can run: pyenv's live under `/root` (0700).
+pub fn system_python() -> Option<Python> {
+    (8..=13)
+        .rev()
+        .map(|minor| PathBuf::from(format!("/usr/bin/python3.{minor}")))
+        .filter(|path| path.is_file())
+        .find_map(|path| Python::at(&path))
+}
+
+/// The uid and gid permission tests run as when this process is root.
+pub const NOBODY: u32 = 65534;
+
+/// Whether the tests run as root, where permission bits prove nothing.
+pub fn running_as_root() -> bool {
+    let output = Command::new("id").arg("-u").output().expect("running id");
+    String::from_utf8_lossy(&output.stdout).trim() == "0"
+}
+
+/// `command` again, run as `nobody` (through `setpriv`) when the tests run
+/// as root, so that file permissions apply to it.
+pub fn unprivileged(command: &Command) -> Command {
+    let mut wrapped = if running_as_root() {
+        let mut setpriv = Command::new("setpriv");
+        setpriv
+            .arg(format!("--reuid={NOBODY}"))
+            .arg(format!("--regid={NOBODY}"))
+            .arg("--clear-groups")
+            .arg(command.get_program());
+        setpriv
+    } else {
+        Command::new(command.get_program())
+    };
+    wrapped.args(command.get_args());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(name, value),
+            None => wrapped.env_remove(name),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped
+}
+
+impl TestEnv {
+    /// Opens the temp dir to everyone (0755) and gives [`NOBODY`] the store
+    /// directory, for commands run through [`unprivileged`].
+    pub fn share_with_nobody(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let store_dir = self.store.parent().unwrap();
+        std::fs::create_dir_all(store_dir).unwrap();
+        std::fs::set_permissions(store_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        if running_as_root() {
+            std::os::unix::fs::chown(store_dir, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+    }
+
+    /// `PRAGMA integrity_check` of the store.
+    pub fn integrity(&self) -> String {
+        let conn = rusqlite::Connection::open(&self.store).unwrap();
+        conn.query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .unwrap()
+    }
+}
