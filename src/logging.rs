@@ -1,5 +1,7 @@
 //! Debug logs on stderr through `tracing`: `-vv` or `RCACHE_LOG=...`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::env_vars;
@@ -18,6 +20,7 @@ pub fn init(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .with_target(false)
         .try_init();

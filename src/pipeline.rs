@@ -133,7 +133,9 @@ impl Pipeline<'_> {
                 error_type: error.error_type.clone(),
                 message: error.message.clone(),
             }));
-        summary.failed += read_errors.len() as u64 * self.levels.len() as u64;
+        // Unreadable files, and paths that could not be walked (loops, dangling
+        // links), fail at every level asked.
+        summary.failed += (read_errors.len() + scan_errors.len()) as u64 * self.levels.len() as u64;
         summary.failures.sort_by(|a, b| a.path.cmp(&b.path));
         let count = |wanted: fn(&KeyState) -> bool| {
             let keys = sources.iter().flat_map(|source| &source.keys);

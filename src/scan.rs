@@ -3,8 +3,9 @@
 //! Walking uses the `ignore` crate, with ripgrep's rule that a named path is
 //! always taken: `.gitignore`/`.ignore` rules apply only to what is found by
 //! walking, and a virtualenv named on the command line (a directory holding
-//! `pyvenv.cfg`) is walked without them, since uv and `python -m venv` put
-//! `*` in its own `.gitignore`. Hidden entries are walked (`.venv`), `.git`
+//! `pyvenv.cfg`), or a directory inside one, is walked without them, since
+//! uv and `python -m venv` put `*` in the virtualenv's own `.gitignore`.
+//! `--exclude` globs are gitignore-style, relative to the current directory. Hidden entries are walked (`.venv`), `.git`
 //! and `__pycache__` are not. Symlinks are followed; a loop is reported
 //! once. A file is known by the path as walked, made absolute lexically.
 
@@ -63,7 +64,7 @@ pub fn scan(paths: &[PathBuf], cwd: &Path, options: &ScanOptions) -> Scan {
     for path in paths {
         let root = absolute(cwd, path);
         match std::fs::metadata(&root) {
-            Ok(metadata) if metadata.is_dir() => walk(&root, options, &found),
+            Ok(metadata) if metadata.is_dir() => walk(&root, cwd, options, &found),
             Ok(metadata) if metadata.is_file() => {
                 lock(&found).files.insert(root);
             }
@@ -94,8 +95,8 @@ fn lock(found: &Mutex<Found>) -> std::sync::MutexGuard<'_, Found> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn walk(root: &Path, options: &ScanOptions, found: &Mutex<Found>) {
-    let named_venv = root.join("pyvenv.cfg").is_file();
+fn walk(root: &Path, cwd: &Path, options: &ScanOptions, found: &Mutex<Found>) {
+    let named_venv = root.ancestors().any(|dir| dir.join("pyvenv.cfg").is_file());
     let mut builder = WalkBuilder::new(root);
     builder
         .follow_links(true)
@@ -116,7 +117,7 @@ fn walk(root: &Path, options: &ScanOptions, found: &Mutex<Found>) {
             .parents(false);
     }
     if !options.exclude.is_empty() {
-        let mut overrides = OverrideBuilder::new(root);
+        let mut overrides = OverrideBuilder::new(cwd);
         for glob in &options.exclude {
             if let Err(err) = overrides.add(&format!("!{glob}")) {
                 tracing::warn!("ignoring bad --exclude glob `{glob}`: {err}");

@@ -55,8 +55,16 @@ fn stderr_suffix(stderr: &str) -> String {
     }
 }
 
+/// Why the reader of a worker's stdout stopped.
+enum ReadFailure {
+    /// The output ended or could not be read: the worker is probably dead.
+    Closed(String),
+    /// The worker wrote something that is not a reply.
+    Garbage(String),
+}
+
 /// Replies read from the worker's stdout, or why reading stopped.
-type ReplyResult = Result<Vec<u8>, String>;
+type ReplyResult = Result<Vec<u8>, ReadFailure>;
 
 /// A running worker process.
 pub struct Worker {
@@ -102,8 +110,8 @@ impl Worker {
             let mut ready = [0u8; 4];
             let greeting = match stdout.read_exact(&mut ready) {
                 Ok(()) if &ready == READY => Ok(Vec::new()),
-                Ok(()) => Err("a bad greeting".to_owned()),
-                Err(err) => Err(err.to_string()),
+                Ok(()) => Err(ReadFailure::Garbage("a bad greeting".to_owned())),
+                Err(err) => Err(ReadFailure::Closed(err.to_string())),
             };
             let failed = greeting.is_err();
             if sender.send(greeting).is_err() || failed {
@@ -112,8 +120,11 @@ impl Worker {
             loop {
                 let reply = match protocol::read_reply(&mut stdout) {
                     Ok(Some(body)) => Ok(body),
-                    Ok(None) => Err("end of output".to_owned()),
-                    Err(err) => Err(err.to_string()),
+                    Ok(None) => Err(ReadFailure::Closed("end of output".to_owned())),
+                    Err(err) if err.kind() == std::io::ErrorKind::InvalidData => {
+                        Err(ReadFailure::Garbage(err.to_string()))
+                    }
+                    Err(err) => Err(ReadFailure::Closed(err.to_string())),
                 };
                 let stop = reply.is_err();
                 if sender.send(reply).is_err() || stop {
@@ -168,7 +179,10 @@ impl Worker {
             }
             match self.replies.recv_timeout(POLL) {
                 Ok(Ok(body)) => return Ok(body),
-                Ok(Err(reason)) => return Err(self.died_or(reason)),
+                Ok(Err(ReadFailure::Closed(reason))) => return Err(self.died_or(reason)),
+                Ok(Err(ReadFailure::Garbage(reason))) => {
+                    return Err(WorkerError::Garbage { reason });
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(self.died_or("end of output".to_owned()));
                 }

@@ -33,7 +33,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("`{}` failed to report its profile (exit status {status}): {stderr}", path.display())]
+    #[error("`{}` failed to report its profile ({status}){}", path.display(), stderr_suffix(.stderr))]
     ProbeFailed {
         path: PathBuf,
         status: String,
@@ -41,6 +41,14 @@ pub enum Error {
     },
     #[error("`{}` is {what}; rcache supports CPython 3.8 to 3.13", path.display())]
     Unsupported { path: PathBuf, what: String },
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(": {stderr}")
+    }
 }
 
 /// The hash function behind `_imp.source_hash`, used in hash-based pycs.

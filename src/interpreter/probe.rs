@@ -50,13 +50,18 @@ fn parse(executable: &Path, stdout: &str) -> Result<(Profile, PathBuf), Error> {
     };
     let implementation = field("implementation").unwrap_or_default();
     let version = field("version").unwrap_or_default();
+    if implementation.is_empty() {
+        return Err(unsupported(
+            "not a Python interpreter (it printed no profile)".to_owned(),
+        ));
+    }
     if implementation != "cpython" {
         let name = if implementation == "unknown" {
             "Python"
         } else {
             &implementation
         };
-        return Err(unsupported(format!("{name} {version}")));
+        return Err(unsupported(format!("{name} {version}").trim().to_owned()));
     }
     let (major, minor) =
         parse_major_minor(&version).ok_or_else(|| unsupported(format!("version `{version}`")))?;

@@ -30,7 +30,9 @@ mod stats;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use std::io::Read as _;
+
+use rusqlite::Connection;
 
 pub use entries::{Lookup, NewEntry, NewFailure, StoredFailure};
 pub use stats::{ProfileStats, Stats};
@@ -54,6 +56,21 @@ pub enum Error {
     },
     #[error("cannot create the store directory `{}`", path.display())]
     CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "refusing the store: its {what} `{}` {problem}; bytecode from it would be executed (fix with `chmod go-w`)",
+        path.display()
+    )]
+    NotPrivate {
+        path: PathBuf,
+        what: &'static str,
+        problem: String,
+    },
+    #[error("cannot read `{}`", path.display())]
+    Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -95,16 +112,18 @@ impl Store {
             })?;
         }
         if path.exists() {
-            check_existing(path)?;
+            check_header(path)?;
         } else {
             create_private_file(path);
         }
+        check_private(path)?;
         let open_error = |source| Error::Open {
             path: path.to_owned(),
             source,
         };
         let mut conn = Connection::open(path).map_err(open_error)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
+        check_schema(path, &conn)?;
         configure(&mut conn).map_err(|source| classify(path, source))?;
         Ok(Self {
             conn,
@@ -149,18 +168,39 @@ fn configure(conn: &mut Connection) -> rusqlite::Result<()> {
 }
 
 /// Refuses a file that is not an rcache store, or is from a newer rcache,
-/// looking at it through a read-only connection so it is left untouched.
-fn check_existing(path: &Path) -> Result<(), Error> {
-    if std::fs::metadata(path).is_ok_and(|metadata| metadata.len() == 0) {
+/// from its 100-byte SQLite header alone, before SQLite opens it (which
+/// could create `-wal` and `-shm` files beside it).
+fn check_header(path: &Path) -> Result<(), Error> {
+    let mut header = Vec::with_capacity(100);
+    let read = std::fs::File::open(path).and_then(|file| file.take(100).read_to_end(&mut header));
+    if let Err(source) = read {
+        return Err(Error::Read {
+            path: path.to_owned(),
+            source,
+        });
+    }
+    if header.is_empty() {
         return Ok(()); // an empty file is an empty database: made a store below
     }
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|source| classify(path, source))?;
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(|source| classify(path, source))?;
+    if header.len() < 100 || !header.starts_with(b"SQLite format 3\0") {
+        return Err(Error::NotAStore {
+            path: path.to_owned(),
+        });
+    }
+    let field = |at: usize| i32::from_be_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    let (user_version, application_id) = (field(60), field(68));
+    if application_id != 0 && application_id != migrate::APPLICATION_ID {
+        return Err(Error::NotAStore {
+            path: path.to_owned(),
+        });
+    }
+    check_version(path, i64::from(user_version))
+}
+
+/// The same check through SQL, which also sees a header still in the WAL
+/// and a foreign database that sets no application id; run before the
+/// connection changes anything.
+fn check_schema(path: &Path, conn: &Connection) -> Result<(), Error> {
     let read = |sql: &str| -> Result<i64, Error> {
         conn.query_row(sql, [], |row| row.get(0))
             .map_err(|source| classify(path, source))
@@ -174,6 +214,10 @@ fn check_existing(path: &Path) -> Result<(), Error> {
             path: path.to_owned(),
         });
     }
+    check_version(path, version)
+}
+
+fn check_version(path: &Path, version: i64) -> Result<(), Error> {
     if version > migrate::current_version() {
         return Err(Error::TooNew {
             path: path.to_owned(),
@@ -182,6 +226,55 @@ fn check_existing(path: &Path) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+/// Bytecode from the store will be executed, so, as ssh does for its files,
+/// the store and its directory must belong to the user (or root) and be
+/// writable by nobody else: anyone who can write there can plant code.
+#[cfg(unix)]
+fn check_private(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let me = current_uid();
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    for (what, checked) in [("directory", dir), ("file", path)] {
+        let metadata = std::fs::metadata(checked).map_err(|source| Error::Read {
+            path: checked.to_owned(),
+            source,
+        })?;
+        let problem = if metadata.uid() != me && metadata.uid() != 0 {
+            Some(format!("is owned by another user (uid {})", metadata.uid()))
+        } else if metadata.mode() & 0o022 != 0 {
+            Some(format!(
+                "is writable by others (mode {:o})",
+                metadata.mode() & 0o7777
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(Error::NotPrivate {
+                path: checked.to_owned(),
+                what,
+                problem,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &Path) -> Result<(), Error> {
+    Ok(())
+}
+
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn current_uid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail and has no preconditions.
+    unsafe { libc::geteuid() }
 }
 
 /// SQLite reports a foreign file as `NotADatabase`: say so plainly.

@@ -320,7 +320,6 @@ fn a_hanging_worker_fails_its_file_only() {
 /// A worker that answers garbage fails its file (`WorkerError`) and
 /// nothing else.
 #[test]
-#[ignore = "bug: reported as `WorkerCrash: compile worker died: BrokenPipeError` (rcache closes the pipe, then sees the worker exit) instead of WorkerError"]
 fn a_garbage_answering_worker_fails_its_file_only() {
     assert_fault_fails_its_file_only("garbage", "WorkerError");
 }
@@ -405,7 +404,6 @@ fn unsupported_interpreters_are_refused() {
 /// A `--python` that is no Python at all (`/bin/true`, a script printing
 /// junk, `/bin/false`) is refused with exit 2 and a message that says so.
 #[test]
-#[ignore = "bug: `/bin/true` is refused as \"`/bin/true` is  ; rcache supports CPython 3.8 to 3.13\" (empty description); `/bin/false` as \"(exit status exit status: 1)\""]
 fn a_program_that_is_not_python_is_refused_clearly() {
     let python = any_python();
     let env = TestEnv::new();

@@ -210,7 +210,6 @@ fn a_named_virtualenv_is_walked_despite_its_own_gitignore() {
 /// `site-packages`, say) is walked: the virtualenv's own `*` `.gitignore`
 /// does not hide what the user named.
 #[test]
-#[ignore = "bug: `warm .venv/lib/pythonX.Y/site-packages` finds 0 files and exits 0: the venv's own `*` .gitignore empties a path named inside it"]
 fn a_named_directory_inside_a_virtualenv_is_walked() {
     let python = any_python();
     let env = TestEnv::new();

@@ -192,7 +192,6 @@ fn an_empty_file_becomes_a_store() {
 /// Bytecode from the store is executed, so a store others can write is
 /// refused (DESIGN.md, "Store").
 #[test]
-#[ignore = "missing: a store in a world-writable directory, or a world-writable store file, is used without complaint"]
 fn a_store_others_can_write_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let python = any_python();
