@@ -83,10 +83,10 @@ fn warm_stdlib(python: &Python) -> Warmed {
     }
 }
 
-/// Cold warm, rewarm, and on 3.11+ byte-identity with a pristine
-/// interpreter for every file.
+/// Cold warm, rewarm, on 3.11+ byte-identity with a pristine interpreter,
+/// and on every version determinism and load-equality, for every file.
 #[test]
-fn stdlib_warms_and_matches_a_pristine_interpreter() {
+fn stdlib_of_every_python() {
     let mut covered_versions = Vec::new();
     for python in pythons() {
         let warmed = warm_stdlib(python);
@@ -100,12 +100,10 @@ fn stdlib_warms_and_matches_a_pristine_interpreter() {
                 &mismatches[..mismatches.len().min(5)]
             );
         }
+        check_deterministic_and_load_equal(python, &warmed);
         covered_versions.push(python.clone());
     }
-    covered(
-        "stdlib_warms_and_matches_a_pristine_interpreter",
-        &covered_versions,
-    );
+    covered("stdlib_of_every_python", &covered_versions);
 }
 
 /// Runs the pristine compile of every stdlib file, in parallel processes,
@@ -164,4 +162,119 @@ fn pristine_compile(python: &Python, path: &Path, filename: &str) -> Vec<u8> {
         String::from_utf8_lossy(&output.stderr)
     );
     output.stdout
+}
+
+/// Loads each stored blob and compares it, deeply, with the code object the
+/// interpreter compiles itself: every `co_*` field, filenames and line
+/// tables included. Reads `source\tblob\tfilename` lines on stdin and prints
+/// the sources that differ.
+const LOAD_EQUAL: &str = r"
+import marshal, sys
+FIELDS = ('co_argcount', 'co_posonlyargcount', 'co_kwonlyargcount', 'co_nlocals',
+          'co_stacksize', 'co_flags', 'co_code', 'co_names', 'co_varnames', 'co_freevars',
+          'co_cellvars', 'co_filename', 'co_name', 'co_qualname', 'co_firstlineno',
+          'co_lnotab', 'co_linetable', 'co_exceptiontable')
+def same(left, right):
+    if type(left) is not type(right):
+        return False
+    if hasattr(left, 'co_code'):
+        return all(same(getattr(left, name, None), getattr(right, name, None)) for name in FIELDS) \
+            and same(left.co_consts, right.co_consts)
+    if isinstance(left, (tuple, list)):
+        return len(left) == len(right) and all(same(a, b) for a, b in zip(left, right))
+    if isinstance(left, (frozenset, set)):
+        return left == right
+    if isinstance(left, float) and left != left:
+        return right != right
+    return left == right
+for line in sys.stdin:
+    source, blob, filename = line.rstrip('\n').split('\t')
+    with open(source, 'rb') as handle:
+        expected = compile(handle.read(), filename, 'exec', dont_inherit=True)
+    with open(blob, 'rb') as handle:
+        stored = marshal.loads(handle.read())
+    if not same(expected, stored):
+        print(source)
+";
+
+/// Warming in another order, with another `-j`, gives the same bytes for
+/// every file; and every blob loads equal to what the interpreter compiles
+/// itself.
+fn check_deterministic_and_load_equal(python: &Python, warmed: &Warmed) {
+    use std::fmt::Write as _;
+    use std::io::Write as _;
+    {
+        let (env, root) = (&warmed.env, &warmed.root);
+
+        // Other order: a few packages first, one worker, separate store.
+        let other = TestEnv::new();
+        for part in ["lib/xml", "lib/asyncio", "lib/email", "lib"] {
+            let mut command = other.rcache(python, &["--json", "-j", "1", "warm"]);
+            command.arg(root.join(part.trim_start_matches("lib/").trim_start_matches("lib")));
+            command.current_dir(env.path());
+            let (summary, output) = crate::support::run_json(&mut command);
+            assert!(
+                code(&output) <= 1,
+                "{}: {}",
+                python.label(),
+                stderr(&output)
+            );
+            assert!(summary["files"].as_u64().unwrap() > 0, "{part}");
+        }
+        let (ours, theirs) = (env.blobs(), other.blobs());
+        assert_eq!(ours.len(), theirs.len(), "{}", python.label());
+        let differing: Vec<&String> = ours
+            .iter()
+            .filter(|(key, blob)| theirs.get(*key) != Some(blob))
+            .map(|(key, _)| key)
+            .collect();
+        assert!(
+            differing.is_empty(),
+            "{}: {} blobs differ",
+            python.label(),
+            differing.len()
+        );
+
+        // Every blob loads equal to the interpreter's own compile.
+        let params = KeyParams::of(python);
+        let blob_dir = env.path().join("blobs");
+        std::fs::create_dir_all(&blob_dir).unwrap();
+        let mut listing = String::new();
+        for path in crate::support::py_files(root) {
+            let key = params.key(0, &std::fs::read(&path).unwrap());
+            if let Some(blob) = ours.get(&key.to_hex()) {
+                let blob_path = blob_dir.join(key.to_hex());
+                std::fs::write(&blob_path, blob).unwrap();
+                let _ = writeln!(
+                    listing,
+                    "{}\t{}\t{}",
+                    path.display(),
+                    blob_path.display(),
+                    key.placeholder_filename()
+                );
+            }
+        }
+        let mut child = python
+            .command()
+            .args(["-S", "-s", "-c", LOAD_EQUAL])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(listing.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        let differing = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            differing.trim().is_empty(),
+            "{}: load differently:\n{differing}",
+            python.label()
+        );
+    }
 }

@@ -156,3 +156,55 @@ fn quiet_and_human_output() {
     );
     covered("quiet_and_human_output", &[python]);
 }
+
+/// Ctrl-C (SIGINT) stops the run with exit 130, keeping what was compiled:
+/// the next run only compiles the rest.
+#[test]
+fn interrupt_keeps_finished_work() {
+    let python = any_python();
+    let env = TestEnv::new();
+    for index in 0..600 {
+        let body: String = (0..60)
+            .map(|line| {
+                format!("def function_{line}(value):\n    return value * {index} + {line}\n")
+            })
+            .collect();
+        env.write(&format!("pkg/module_{index:03}.py"), body);
+    }
+    let mut child = env
+        .rcache(&python, &["--json", "-j", "1", "warm", "pkg"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until some results are committed, then interrupt.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let committed = rusqlite::Connection::open(&env.store)
+            .and_then(|conn| {
+                conn.query_row("SELECT count(*) FROM entries", [], |row| {
+                    row.get::<_, i64>(0)
+                })
+            })
+            .unwrap_or(0);
+        if committed > 0 {
+            break;
+        }
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(code(&output), 130, "{}", stderr(&output));
+    let kept = env.count("entries");
+    assert!(kept > 0 && kept < 600, "{kept} entries kept");
+
+    let (rest, output) = env.warm_json(&python, &["pkg"]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert_eq!(rest["hits"].as_i64().unwrap(), kept, "{rest}");
+    assert_eq!(rest["compiled"].as_i64().unwrap(), 600 - kept);
+    covered("interrupt_keeps_finished_work", &[python]);
+}
