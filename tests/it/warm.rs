@@ -1,5 +1,7 @@
 //! `rcache warm` and `rcache stats` on small projects.
 
+use std::fmt::Write as _;
+
 use crate::support::{TestEnv, any_python, code, covered, pythons, snapshot, stderr};
 
 /// Same content under two paths is one entry; a rewarm hits everything and
@@ -164,14 +166,16 @@ fn interrupt_keeps_finished_work() {
     let python = any_python();
     let env = TestEnv::new();
     for index in 0..600 {
-        let body: String = (0..60)
-            .map(|line| {
-                format!("def function_{line}(value):\n    return value * {index} + {line}\n")
-            })
-            .collect();
+        let mut body = String::new();
+        for line in 0..60 {
+            let _ = writeln!(
+                body,
+                "def function_{line}(value):\n    return value * {index} + {line}"
+            );
+        }
         env.write(&format!("pkg/module_{index:03}.py"), body);
     }
-    let mut child = env
+    let child = env
         .rcache(&python, &["--json", "-j", "1", "warm", "pkg"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
