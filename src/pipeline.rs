@@ -58,6 +58,15 @@ struct Source {
     keys: Vec<Key>,
 }
 
+/// What the lookups found: the state of every key, the keys whose last-use
+/// time needs refreshing, and the compiles to run.
+#[derive(Default)]
+struct Plan {
+    states: HashMap<Key, KeyState>,
+    stale: Vec<Key>,
+    jobs: Vec<Job>,
+}
+
 /// What is known of one key during the run.
 enum KeyState {
     Hit {
@@ -83,38 +92,11 @@ impl Pipeline<'_> {
         summary.files = files.len() as u64;
         summary.bytes_source = sources.iter().map(|source| source.bytes.len() as u64).sum();
 
-        let mut states: HashMap<Key, KeyState> = HashMap::new();
-        let mut stale = Vec::new();
-        let mut jobs = Vec::new();
-        for (index, source) in sources.iter().enumerate() {
-            let mut targets = Vec::new();
-            for (&level, key) in self.levels.iter().zip(&source.keys) {
-                let Entry::Vacant(vacant) = states.entry(*key) else {
-                    continue; // the same content under another path
-                };
-                let (lookup, refresh) = self.store.lookup(key)?;
-                if refresh {
-                    stale.push(*key);
-                }
-                vacant.insert(match lookup {
-                    Lookup::Hit { warnings } => KeyState::Hit { warnings },
-                    Lookup::Failed(failure) => KeyState::Remembered(failure),
-                    Lookup::Miss => {
-                        targets.push((level, key.placeholder_filename()));
-                        KeyState::Pending
-                    }
-                });
-            }
-            if !targets.is_empty() {
-                jobs.push(Job {
-                    id: index as u64,
-                    targets,
-                    source: Arc::clone(&source.bytes),
-                    fault: injected_fault(&source.path),
-                });
-            }
-        }
-
+        let Plan {
+            mut states,
+            stale,
+            jobs,
+        } = self.plan(&sources)?;
         let mut interrupted = false;
         if !jobs.is_empty() {
             let (started, stored_bytes) = self.compile(jobs, &sources, &mut states)?;
@@ -154,6 +136,41 @@ impl Pipeline<'_> {
             summary,
             interrupted,
         })
+    }
+
+    /// Looks every key up once (content under several paths shares its
+    /// keys) and makes one job per source with misses.
+    fn plan(&self, sources: &[Source]) -> anyhow::Result<Plan> {
+        let mut plan = Plan::default();
+        for (index, source) in sources.iter().enumerate() {
+            let mut targets = Vec::new();
+            for (&level, key) in self.levels.iter().zip(&source.keys) {
+                let Entry::Vacant(vacant) = plan.states.entry(*key) else {
+                    continue; // the same content under another path
+                };
+                let (lookup, refresh) = self.store.lookup(key)?;
+                if refresh {
+                    plan.stale.push(*key);
+                }
+                vacant.insert(match lookup {
+                    Lookup::Hit { warnings } => KeyState::Hit { warnings },
+                    Lookup::Failed(failure) => KeyState::Remembered(failure),
+                    Lookup::Miss => {
+                        targets.push((level, key.placeholder_filename()));
+                        KeyState::Pending
+                    }
+                });
+            }
+            if !targets.is_empty() {
+                plan.jobs.push(Job {
+                    id: index as u64,
+                    targets,
+                    source: Arc::clone(&source.bytes),
+                    fault: injected_fault(&source.path),
+                });
+            }
+        }
+        Ok(plan)
     }
 
     /// Runs `jobs` through the pool, storing results as they come.
