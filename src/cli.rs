@@ -55,14 +55,16 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Compile every .py under PATHs into the store; writes nothing beside them
-    Warm(WarmArgs),
+    Warm(WalkArgs),
+    /// Write the pycs CPython will use for every .py under PATHs, from the store
+    Materialize(MaterializeArgs),
     /// Show what the store holds
     Stats,
 }
 
-/// Arguments of `rcache warm`.
+/// Which sources to take, and how long one may take to compile.
 #[derive(Debug, Args)]
-pub struct WarmArgs {
+pub struct WalkArgs {
     /// Files and directories to compile [default: the current directory]
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
@@ -75,6 +77,24 @@ pub struct WarmArgs {
     /// Seconds one file may take to compile; 0 waits forever
     #[arg(long, value_name = "SECS", env = env_vars::RCACHE_TIMEOUT, default_value = "120")]
     pub timeout: f64,
+}
+
+/// Arguments of `rcache materialize`.
+#[derive(Debug, Args)]
+pub struct MaterializeArgs {
+    #[command(flatten)]
+    pub walk: WalkArgs,
+    /// What the pyc header records [default: timestamp, or checked-hash when
+    /// SOURCE_DATE_EPOCH is set]
+    #[arg(long, value_enum)]
+    pub mode: Option<crate::pyc::Mode>,
+    /// Write a PYTHONPYCACHEPREFIX tree under DIR instead of `__pycache__`
+    /// dirs [default: $PYTHONPYCACHEPREFIX]
+    #[arg(long, value_name = "DIR", env = env_vars::PYTHONPYCACHEPREFIX)]
+    pub prefix: Option<PathBuf>,
+    /// Say what would be written, write nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::cli::{GlobalArgs, WarmArgs};
+use crate::cli::{GlobalArgs, MaterializeArgs, WalkArgs};
 use crate::scan::ScanOptions;
 use crate::store::Store;
 
@@ -70,16 +70,16 @@ impl GlobalConfig {
     }
 }
 
-/// Settings of `rcache warm`.
+/// Which sources to take (`warm`, `materialize`).
 #[derive(Debug, Clone)]
-pub struct WarmConfig {
+pub struct WalkConfig {
     pub paths: Vec<PathBuf>,
     pub scan: ScanOptions,
     pub timeout: Option<Duration>,
 }
 
-impl WarmConfig {
-    pub fn from_args(args: &WarmArgs, global: &GlobalConfig) -> anyhow::Result<Self> {
+impl WalkConfig {
+    pub fn from_args(args: &WalkArgs, global: &GlobalConfig) -> anyhow::Result<Self> {
         if !args.timeout.is_finite() || args.timeout < 0.0 {
             bail!("`--timeout` must be a number of seconds, 0 or more");
         }
@@ -96,6 +96,39 @@ impl WarmConfig {
                 threads: global.jobs.min(8),
             },
             timeout: (args.timeout > 0.0).then(|| Duration::from_secs_f64(args.timeout)),
+        })
+    }
+}
+
+/// Settings of `rcache materialize`.
+#[derive(Debug, Clone)]
+pub struct MaterializeConfig {
+    pub walk: WalkConfig,
+    pub write: crate::materialize::Options,
+}
+
+impl MaterializeConfig {
+    pub fn from_args(args: &MaterializeArgs, global: &GlobalConfig) -> anyhow::Result<Self> {
+        // As `py_compile`: reproducible builds get pycs that do not record mtimes.
+        let mode = args.mode.unwrap_or_else(|| {
+            if std::env::var_os(crate::env_vars::SOURCE_DATE_EPOCH).is_some_and(|v| !v.is_empty()) {
+                crate::pyc::Mode::CheckedHash
+            } else {
+                crate::pyc::Mode::Timestamp
+            }
+        });
+        let prefix = args
+            .prefix
+            .as_ref()
+            .filter(|prefix| !prefix.as_os_str().is_empty())
+            .map(|prefix| crate::scan::absolute(&global.cwd, prefix));
+        Ok(Self {
+            walk: WalkConfig::from_args(&args.walk, global)?,
+            write: crate::materialize::Options {
+                mode,
+                prefix,
+                dry_run: args.dry_run,
+            },
         })
     }
 }

@@ -14,6 +14,10 @@ pub const VIRTUAL_ENV: &str = "VIRTUAL_ENV";
 pub const PYENV_ROOT: &str = "PYENV_ROOT";
 /// pyenv's per-shell version override.
 pub const PYENV_VERSION: &str = "PYENV_VERSION";
+/// CPython's pycache prefix: `materialize` writes under it when set.
+pub const PYTHONPYCACHEPREFIX: &str = "PYTHONPYCACHEPREFIX";
+/// Reproducible builds: `py_compile` then defaults to checked-hash pycs.
+pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
 /// The XDG base directory for caches (read through the `dirs` crate).
 pub const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
 /// Test seam: `KIND:MARKER` makes the worker that compiles a file whose path

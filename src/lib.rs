@@ -16,8 +16,11 @@ pub mod interpreter;
 pub mod interrupt;
 pub mod key;
 pub mod logging;
+pub mod marshal;
+pub mod materialize;
 pub mod pipeline;
 pub mod progress;
+pub mod pyc;
 pub mod report;
 pub mod scan;
 pub mod store;
@@ -27,7 +30,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
-use crate::config::{GlobalConfig, WarmConfig};
+use crate::config::{GlobalConfig, MaterializeConfig, WalkConfig};
 use crate::exit::ExitStatus;
 
 /// Runs the command line and returns the process exit code. Errors are
@@ -58,7 +61,10 @@ pub fn main() -> ExitCode {
 fn run(cli: &Cli) -> anyhow::Result<ExitStatus> {
     let global = GlobalConfig::from_args(&cli.global)?;
     match &cli.command {
-        Command::Warm(args) => commands::warm(&global, &WarmConfig::from_args(args, &global)?),
+        Command::Warm(args) => commands::warm(&global, &WalkConfig::from_args(args, &global)?),
+        Command::Materialize(args) => {
+            commands::materialize(&global, &MaterializeConfig::from_args(args, &global)?)
+        }
         Command::Stats => commands::stats(&global),
     }
 }

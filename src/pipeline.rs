@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -49,13 +50,19 @@ pub struct Outcome {
     pub summary: Summary,
     /// Ctrl-C stopped the run (what was finished is stored).
     pub interrupted: bool,
+    /// Every source read, with the levels whose code is in the store.
+    pub compiled: Vec<(Source, Vec<(u8, Key)>)>,
 }
 
 /// A source read once, with its key at each level.
-struct Source {
-    path: PathBuf,
-    bytes: Arc<[u8]>,
-    keys: Vec<Key>,
+pub struct Source {
+    pub path: PathBuf,
+    /// The bytes read, hashed and compiled.
+    pub bytes: Arc<[u8]>,
+    /// What the file's metadata said when it was opened.
+    pub metadata: std::fs::Metadata,
+    /// The key at each level of [`Pipeline::levels`].
+    pub keys: Vec<Key>,
 }
 
 /// What the lookups found: the state of every key, the keys whose last-use
@@ -132,9 +139,28 @@ impl Pipeline<'_> {
             .finish_run(&stale, &[("hits", answered), ("misses", misses)])?;
         self.store.checkpoint();
         summary.seconds = start.elapsed().as_secs_f64();
+        let levels = self.levels;
+        let compiled = sources
+            .into_iter()
+            .map(|source| {
+                let usable = levels
+                    .iter()
+                    .zip(&source.keys)
+                    .filter(|(_, key)| {
+                        matches!(
+                            states.get(*key),
+                            Some(KeyState::Hit { .. } | KeyState::Compiled { .. })
+                        )
+                    })
+                    .map(|(&level, &key)| (level, key))
+                    .collect();
+                (source, usable)
+            })
+            .collect();
         Ok(Outcome {
             summary,
             interrupted,
+            compiled,
         })
     }
 
@@ -360,7 +386,18 @@ fn read_all(
     let next = AtomicUsize::new(0);
     let context = profile.key_context();
     let read_one = |path: &Path| -> Result<Source, ScanError> {
-        let bytes = std::fs::read(path).map_err(|err| io_error(path.to_owned(), &err))?;
+        let error = |err: std::io::Error| io_error(path.to_owned(), &err);
+        let mut file = std::fs::File::open(path).map_err(error)?;
+        let metadata = file.metadata().map_err(error)?;
+        let mut bytes = Vec::with_capacity(metadata.len() as usize);
+        file.read_to_end(&mut bytes).map_err(error)?;
+        if bytes.len() as u64 != metadata.len() {
+            return Err(ScanError {
+                path: path.to_owned(),
+                error_type: "OSError".to_owned(),
+                message: "the file changed while it was read".to_owned(),
+            });
+        }
         let keys = levels
             .iter()
             .map(|&level| context.key(level, &bytes))
@@ -368,6 +405,7 @@ fn read_all(
         Ok(Source {
             path: path.to_owned(),
             bytes: bytes.into(),
+            metadata,
             keys,
         })
     };

@@ -30,6 +30,15 @@ pub struct Summary {
     pub workers_started: u64,
     /// Wall time of the run.
     pub seconds: f64,
+    /// pyc files written (`materialize`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub written: Option<u64>,
+    /// pyc files already identical to what would be written (`materialize`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub up_to_date: Option<u64>,
+    /// Orphaned pyc files removed (`materialize`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removed: Option<u64>,
     /// Every failure, sorted by path.
     pub failures: Vec<Failure>,
     /// Warnings CPython prints when compiling (e.g. `SyntaxWarning`).
@@ -132,6 +141,9 @@ impl Summary {
             self.compiled,
             self.hits,
         );
+        if let (Some(written), Some(up_to_date)) = (self.written, self.up_to_date) {
+            let _ = write!(line, "; {written} pyc written, {up_to_date} up to date");
+        }
         if self.failed > 0 {
             let _ = write!(line, ", {} failed", self.failed);
         }

@@ -1,8 +1,10 @@
 //! One file per subcommand; each returns the run's [`ExitStatus`].
 
+mod materialize;
 mod stats;
 mod warm;
 
+pub use materialize::materialize;
 pub use stats::stats;
 pub use warm::warm;
 

@@ -1,17 +1,34 @@
 //! `rcache warm`: compile every source under some paths into the store.
+//! Its steps are shared with `materialize`.
 
 use std::io::Write;
 
 use crate::compile::PoolOptions;
-use crate::config::{GlobalConfig, Verbosity, WarmConfig};
+use crate::config::{GlobalConfig, Verbosity, WalkConfig};
 use crate::exit::ExitStatus;
-use crate::interpreter::{Profile, parse_major_minor};
-use crate::pipeline::Pipeline;
+use crate::interpreter::{Interpreter, Profile, parse_major_minor};
+use crate::pipeline::{Outcome, Pipeline};
 use crate::progress::{Bar, Reporter, Silent};
 use crate::report::Summary;
 use crate::scan::{self, Venv};
+use crate::store::Store;
 
-pub fn warm(global: &GlobalConfig, config: &WarmConfig) -> anyhow::Result<ExitStatus> {
+pub fn warm(global: &GlobalConfig, config: &WalkConfig) -> anyhow::Result<ExitStatus> {
+    let filled = fill_store(global, config)?;
+    print(global, &filled.outcome.summary, "Warmed")?;
+    Ok(exit_status(&filled.outcome))
+}
+
+/// A store filled with the code of every source under the walked paths.
+pub(super) struct Filled {
+    pub store: Store,
+    pub interpreter: Interpreter,
+    pub outcome: Outcome,
+}
+
+/// Walks, reads, keys and compiles the misses into the store: `warm`, and
+/// the first half of `materialize`.
+pub(super) fn fill_store(global: &GlobalConfig, config: &WalkConfig) -> anyhow::Result<Filled> {
     let mut store = super::open_store(global)?;
     let (interpreter, profile_id) = super::select_interpreter(global, &mut store)?;
     tracing::debug!(
@@ -41,17 +58,27 @@ pub fn warm(global: &GlobalConfig, config: &WarmConfig) -> anyhow::Result<ExitSt
         reporter: reporter.as_ref(),
     }
     .run(&found.files, &found.errors)?;
-    print(global, &outcome.summary)?;
-    Ok(if outcome.interrupted {
+    Ok(Filled {
+        store,
+        interpreter,
+        outcome,
+    })
+}
+
+/// 130 after Ctrl-C, 1 when anything failed, else 0.
+pub(super) fn exit_status(outcome: &Outcome) -> ExitStatus {
+    if outcome.interrupted {
         ExitStatus::Interrupted
     } else if outcome.summary.failures.is_empty() {
         ExitStatus::Success
     } else {
         ExitStatus::Failure
-    })
+    }
 }
 
-fn print(global: &GlobalConfig, summary: &Summary) -> anyhow::Result<()> {
+/// Failures (and with `-v` warnings) on stderr, then the summary: JSON on
+/// stdout, or one line on stderr starting with `verb`.
+pub(super) fn print(global: &GlobalConfig, summary: &Summary, verb: &str) -> anyhow::Result<()> {
     let mut stderr = std::io::stderr().lock();
     for failure in &summary.failures {
         writeln!(stderr, "{failure}")?;
@@ -66,7 +93,7 @@ fn print(global: &GlobalConfig, summary: &Summary) -> anyhow::Result<()> {
         serde_json::to_writer(&mut stdout, summary)?;
         writeln!(stdout)?;
     } else if global.verbosity != Verbosity::Quiet {
-        writeln!(stderr, "Warmed {}", summary.headline())?;
+        writeln!(stderr, "{verb} {}", summary.headline())?;
     }
     Ok(())
 }

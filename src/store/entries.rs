@@ -20,6 +20,17 @@ pub enum Lookup {
     Miss,
 }
 
+/// Code read back from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredCode {
+    /// The marshal bytes, checked against their checksum.
+    Found(Vec<u8>),
+    /// The blob does not decompress or fails its checksum: never use it.
+    Corrupt(String),
+    /// No code for this key.
+    Missing,
+}
+
 /// A deterministic compile error, as CPython reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredFailure {
@@ -101,6 +112,38 @@ impl Store {
             Some((failure, last_used)) => (Lookup::Failed(failure), last_used < stale_before),
             None => (Lookup::Miss, false),
         })
+    }
+
+    /// The marshal bytes stored for `key`, decompressed and checked against
+    /// their checksum: a corrupt blob is reported as such, never returned.
+    pub fn read_code(&self, key: &Key) -> Result<StoredCode, Error> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT data, raw_size, checksum FROM entries WHERE key = ?1")
+            .and_then(|mut statement| {
+                statement
+                    .query_row([key.0.as_slice()], |row| {
+                        Ok((
+                            row.get::<_, Vec<u8>>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, Vec<u8>>(2)?,
+                        ))
+                    })
+                    .optional()
+            })
+            .map_err(|source| self.sqlite_error(source))?;
+        let Some((data, raw_size, checksum)) = row else {
+            return Ok(StoredCode::Missing);
+        };
+        let capacity = usize::try_from(raw_size).unwrap_or(0);
+        let code = match zstd::bulk::decompress(&data, capacity) {
+            Ok(code) => code,
+            Err(err) => return Ok(StoredCode::Corrupt(format!("does not decompress: {err}"))),
+        };
+        if code.len() != capacity || blake3::hash(&code).as_bytes().as_slice() != checksum {
+            return Ok(StoredCode::Corrupt("fails its checksum".to_owned()));
+        }
+        Ok(StoredCode::Found(code))
     }
 
     /// Stores a batch of results in one short write transaction.
@@ -246,6 +289,11 @@ mod tests {
         );
         assert_eq!(store.lookup(&failed).unwrap().0, Lookup::Failed(failure));
         assert_eq!(store.lookup(&Key([3; 32])).unwrap().0, Lookup::Miss);
+        assert!(
+            matches!(store.read_code(&hit).unwrap(), StoredCode::Corrupt(_)),
+            "not zstd"
+        );
+        assert_eq!(store.read_code(&Key([3; 32])).unwrap(), StoredCode::Missing);
         store
             .finish_run(&[hit, failed], &[("hits", 2), ("misses", 0)])
             .unwrap();

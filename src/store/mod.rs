@@ -34,7 +34,7 @@ use std::io::Read as _;
 
 use rusqlite::Connection;
 
-pub use entries::{Lookup, NewEntry, NewFailure, StoredFailure};
+pub use entries::{Lookup, NewEntry, NewFailure, StoredCode, StoredFailure};
 pub use stats::{ProfileStats, Stats};
 
 /// How long a process waits for another one's write lock.

@@ -1,0 +1,166 @@
+//! Writing pycs from the store: `__pycache__/NAME.TAG[.opt-N].pyc` beside
+//! each source, or a `PYTHONPYCACHEPREFIX` tree, that CPython takes as its
+//! own.
+//!
+//! Each pyc is the header CPython would write for the source as it was read
+//! (`pyc.rs`), then the stored code with its placeholder filename rewritten
+//! to the source's path (`marshal.rs`). A pyc already holding exactly those
+//! bytes is left alone; anything else is replaced atomically (temp file in
+//! the same directory, then rename), with the mode bits CPython derives from
+//! the source. As `py_compile` does, a pyc path that is a symlink is never
+//! written through.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::interpreter::Profile;
+use crate::key::Key;
+use crate::marshal::rewrite_filename;
+use crate::pipeline::Source;
+use crate::pyc::{self, Mode, SourceStamp};
+use crate::report::Failure;
+use crate::store::{Store, StoredCode, StoredFailure};
+
+/// Where and how to write.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mode: Mode,
+    /// Write under this `PYTHONPYCACHEPREFIX`-style root instead of beside
+    /// the sources.
+    pub prefix: Option<PathBuf>,
+    /// Only say what would be written.
+    pub dry_run: bool,
+}
+
+/// What writing did.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub written: u64,
+    pub up_to_date: u64,
+    /// Paths written (or, with `dry_run`, that would be).
+    pub paths: Vec<PathBuf>,
+    pub failures: Vec<Failure>,
+}
+
+/// Writes the pyc of every (source, level) whose code is in the store.
+pub fn write_pycs(
+    store: &Store,
+    profile: &Profile,
+    compiled: &[(Source, Vec<(u8, Key)>)],
+    options: &Options,
+) -> anyhow::Result<Written> {
+    let mut written = Written::default();
+    for (source, levels) in compiled {
+        for &(level, key) in levels {
+            let target = pyc::cache_path(
+                &source.path,
+                &profile.cache_tag,
+                level,
+                options.prefix.as_deref(),
+            );
+            let fail = |error_type: &str, message: String| {
+                Failure::new(
+                    &source.path,
+                    &StoredFailure {
+                        error_type: error_type.to_owned(),
+                        message,
+                        line: None,
+                        col: None,
+                    },
+                )
+            };
+            let code = match store.read_code(&key)? {
+                StoredCode::Found(code) => code,
+                StoredCode::Corrupt(why) => {
+                    written.failures.push(fail(
+                        "StoreError",
+                        format!("stored code {why}; not written"),
+                    ));
+                    continue;
+                }
+                StoredCode::Missing => {
+                    written
+                        .failures
+                        .push(fail("StoreError", "stored code vanished".to_owned()));
+                    continue;
+                }
+            };
+            let filename = source.path.as_os_str().as_encoded_bytes();
+            let Some(body) = rewrite_filename(&code, &key.placeholder_filename(), filename) else {
+                written.failures.push(fail(
+                    "StoreError",
+                    "stored code has no single filename record to rewrite".to_owned(),
+                ));
+                continue;
+            };
+            let stamp = SourceStamp::of(&source.metadata);
+            let header = pyc::header(profile, options.mode, stamp, &source.bytes);
+            let mut pyc_bytes = Vec::with_capacity(16 + body.len());
+            pyc_bytes.extend_from_slice(&header);
+            pyc_bytes.extend_from_slice(&body);
+            match write_if_changed(&target, &pyc_bytes, &source.metadata, options.dry_run) {
+                Ok(true) => {
+                    written.written += 1;
+                    written.paths.push(target);
+                }
+                Ok(false) => written.up_to_date += 1,
+                Err(err) => written.failures.push(fail(
+                    crate::scan::io_error(target.clone(), &err)
+                        .error_type
+                        .as_str(),
+                    format!("cannot write `{}`: {err}", target.display()),
+                )),
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// Writes `bytes` at `target` unless it already holds exactly them.
+/// Returns whether it wrote (or, dry, would write).
+fn write_if_changed(
+    target: &Path,
+    bytes: &[u8],
+    source: &std::fs::Metadata,
+    dry_run: bool,
+) -> std::io::Result<bool> {
+    match std::fs::symlink_metadata(target) {
+        Ok(metadata) if metadata.file_type().is_symlink() => {
+            return Err(std::io::Error::other(
+                "it is a symlink, which a pyc is never written through",
+            ));
+        }
+        Ok(metadata)
+            if metadata.len() == bytes.len() as u64 && std::fs::read(target)? == bytes =>
+        {
+            return Ok(false);
+        }
+        _ => {}
+    }
+    if dry_run {
+        return Ok(true);
+    }
+    let dir = target.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".rcache-")
+        .suffix(".tmp")
+        .permissions(pyc_permissions(source))
+        .tempfile_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.persist(target).map_err(|err| err.error)?;
+    Ok(true)
+}
+
+/// CPython's `_calc_mode`: the source's mode, writable by the owner, then
+/// `& 0o666` and the umask (applied by the kernel as the file is created).
+#[cfg(unix)]
+fn pyc_permissions(source: &std::fs::Metadata) -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode((source.permissions().mode() | 0o200) & 0o666)
+}
+
+#[cfg(not(unix))]
+fn pyc_permissions(source: &std::fs::Metadata) -> std::fs::Permissions {
+    source.permissions()
+}
