@@ -130,9 +130,7 @@ fn write_if_changed(
                 "it is a symlink, which a pyc is never written through",
             ));
         }
-        Ok(metadata)
-            if metadata.len() == bytes.len() as u64 && std::fs::read(target)? == bytes =>
-        {
+        Ok(metadata) if metadata.len() == bytes.len() as u64 && std::fs::read(target)? == bytes => {
             return Ok(false);
         }
         _ => {}

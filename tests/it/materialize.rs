@@ -1,0 +1,311 @@
+//! `rcache materialize`: pycs that CPython takes as its own.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::support::{Python, TestEnv, code, copy_stdlib, covered, py_files, pythons, stderr};
+
+/// Writes the pyc a pristine interpreter's import system writes for
+/// `argv[1]` (timestamp mode) to stdout. Uses only built-in modules, and no
+/// one-character name (see DESIGN.md: interning).
+const PRISTINE_PYC: &str = "import posix, sys
+external = sys.modules['_frozen_importlib_external']
+path = sys.argv[1]
+with open(path, 'rb') as source_file:
+    data = source_file.read()
+stat = posix.stat(path)
+code = external.SourceLoader.source_to_code(None, data, path)
+sys.stdout.buffer.write(external._code_to_timestamp_pyc(code, int(stat.st_mtime), stat.st_size))
+";
+
+/// Reads source paths on stdin; loads each through the import system's own
+/// `SourceFileLoader.get_code`, with recompiling forbidden, and checks the
+/// code equals a fresh compile (every field, filenames and line tables).
+/// Prints what fails.
+const ACCEPTED: &str = r"
+import sys
+from importlib import machinery
+from importlib import _bootstrap_external as external
+FIELDS = ('co_argcount', 'co_posonlyargcount', 'co_kwonlyargcount', 'co_nlocals',
+          'co_stacksize', 'co_flags', 'co_code', 'co_names', 'co_varnames', 'co_freevars',
+          'co_cellvars', 'co_filename', 'co_name', 'co_qualname', 'co_firstlineno',
+          'co_lnotab', 'co_linetable', 'co_exceptiontable')
+def same(left, right):
+    if type(left) is not type(right):
+        return False
+    if hasattr(left, 'co_code'):
+        return all(same(getattr(left, name, None), getattr(right, name, None)) for name in FIELDS) \
+            and same(left.co_consts, right.co_consts)
+    if isinstance(left, (tuple, list)):
+        return len(left) == len(right) and all(same(a, b) for a, b in zip(left, right))
+    if isinstance(left, float) and left != left:
+        return right != right
+    return left == right
+original = external.SourceLoader.source_to_code
+def refuse(*args, **kwargs):
+    raise AssertionError('recompiled')
+for line in sys.stdin:
+    path = line.rstrip('\n')
+    loader = machinery.SourceFileLoader('module_under_test', path)
+    external.SourceLoader.source_to_code = refuse
+    try:
+        loaded = loader.get_code('module_under_test')
+    except AssertionError:
+        print('not accepted:', path)
+        continue
+    finally:
+        external.SourceLoader.source_to_code = original
+    with open(path, 'rb') as handle:
+        fresh = compile(handle.read(), path, 'exec', dont_inherit=True)
+    if not same(loaded, fresh):
+        print('differs:', path)
+";
+
+/// Every file of every installed standard library: materialized from a
+/// store warmed by another copy, each pyc is accepted by CPython's loader
+/// without recompiling and loads equal to CPython's compile; on 3.11+ it is
+/// byte-identical to what a pristine interpreter writes. A second run writes
+/// nothing.
+#[test]
+fn stdlib_pycs_are_cpythons_own() {
+    for python in pythons() {
+        let env = TestEnv::new();
+        copy_stdlib(python, &env.path().join("first"));
+        let (warm, _) = env.warm_json(python, &["first"]);
+        let root = env.path().join("lib");
+        let files = copy_stdlib(python, &root);
+        let mut command = env.rcache(python, &["--json", "materialize", "lib"]);
+        let (summary, output) = crate::support::run_json(&mut command);
+        assert!(
+            code(&output) <= 1,
+            "{}: {}",
+            python.label(),
+            stderr(&output)
+        );
+        assert_eq!(
+            summary["compiled"],
+            0,
+            "{}: all in the store",
+            python.label()
+        );
+        assert_eq!(summary["workers_started"], 0);
+        let failed = summary["failed"].as_u64().unwrap();
+        assert_eq!(failed, warm["failed"].as_u64().unwrap());
+        assert_eq!(
+            summary["written"].as_u64().unwrap() + failed,
+            files as u64,
+            "{summary}"
+        );
+
+        let sources = py_files(&root);
+        let written: Vec<&PathBuf> = sources
+            .iter()
+            .filter(|path| cache_path(python, path).is_file())
+            .collect();
+        assert_eq!(written.len() as u64 + failed, files as u64);
+        let problems = loader_problems(python, &written);
+        assert!(problems.is_empty(), "{}: {}", python.label(), problems);
+        if python.version >= (3, 11) {
+            let differing = differing_from_pristine(python, &written);
+            assert!(
+                differing.is_empty(),
+                "{}: {} pycs differ from CPython's, e.g. {:?}",
+                python.label(),
+                differing.len(),
+                &differing[..differing.len().min(5)]
+            );
+        }
+        let mut again = env.rcache(python, &["--json", "materialize", "lib"]);
+        let (noop, _) = crate::support::run_json(&mut again);
+        assert_eq!(noop["written"], 0, "{}: {noop}", python.label());
+        assert_eq!(noop["up_to_date"].as_u64().unwrap() + failed, files as u64);
+    }
+    covered("stdlib_pycs_are_cpythons_own", pythons());
+}
+
+/// Where CPython looks for the pyc of `source` (level 0, no prefix).
+fn cache_path(python: &Python, source: &Path) -> PathBuf {
+    let tag = format!("cpython-3{}", python.version.1);
+    rcache::pyc::cache_path(source, &tag, 0, None)
+}
+
+fn loader_problems(python: &Python, sources: &[&PathBuf]) -> String {
+    let mut listing = String::new();
+    for source in sources {
+        let _ = writeln!(listing, "{}", source.display());
+    }
+    let mut child = python
+        .command()
+        .args(["-c", ACCEPTED])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(listing.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn differing_from_pristine(python: &Python, sources: &[&PathBuf]) -> Vec<PathBuf> {
+    let next = Mutex::new(sources.iter());
+    let differing = Mutex::new(Vec::new());
+    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get) + 1;
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let Some(source) = next.lock().unwrap().next() else {
+                        return;
+                    };
+                    let output = python
+                        .command()
+                        .args(["-S", "-s", "-c", PRISTINE_PYC])
+                        .arg(source)
+                        .output()
+                        .unwrap();
+                    assert!(output.status.success(), "{}", stderr(&output));
+                    let ours = std::fs::read(cache_path(python, source)).unwrap();
+                    if ours != output.stdout {
+                        differing.lock().unwrap().push((*source).clone());
+                    }
+                }
+            });
+        }
+    });
+    differing.into_inner().unwrap()
+}
+
+/// The hash modes, a prefix and -O 1/2 on a small project with awkward
+/// names: each pyc is where `cache_from_source` says and the import system
+/// takes it without recompiling (checked with `python -v`-free loader calls).
+#[test]
+fn modes_prefix_and_levels() {
+    for python in pythons() {
+        let env = TestEnv::new();
+        env.write("proj/pkg/__init__.py", "'''doc'''\nassert True\nX = 'é'\n");
+        env.write(
+            "proj/pkg/with space.py",
+            "def f():\n    'doc'\n    return 1\n",
+        );
+        env.write("proj/pkg/ünï.py", "# -*- coding: latin-1 -*-\nY = 1\n");
+        for mode in ["timestamp", "checked-hash", "unchecked-hash"] {
+            let prefix = env.path().join(format!("prefix-{mode}"));
+            let mut command = env.rcache(
+                python,
+                &[
+                    "--json",
+                    "-O",
+                    "0",
+                    "-O",
+                    "1",
+                    "-O",
+                    "2",
+                    "materialize",
+                    "--mode",
+                    mode,
+                    "--prefix",
+                ],
+            );
+            command.arg(&prefix).arg("proj");
+            let (summary, output) = crate::support::run_json(&mut command);
+            assert_eq!(code(&output), 0, "{}: {}", python.label(), stderr(&output));
+            assert_eq!(summary["written"], 9, "{summary}");
+            let script = format!(
+                "import sys, importlib.util\n\
+                 sys.pycache_prefix = {prefix:?}\n\
+                 from importlib import _bootstrap_external as external\n\
+                 original = external.SourceLoader.source_to_code\n\
+                 for level in ('', 1, 2):\n\
+                 \x20   for source in sys.argv[1:]:\n\
+                 \x20       pyc = importlib.util.cache_from_source(source, optimization=level)\n\
+                 \x20       data = open(pyc, 'rb').read()\n\
+                 \x20       flags = int.from_bytes(data[4:8], 'little')\n\
+                 \x20       assert flags == {flags}, (pyc, flags)\n\
+                 \x20       name = 'module_under_test'\n\
+                 \x20       external._classify_pyc(data, name, {{}})\n\
+                 \x20       if flags == 0:\n\
+                 \x20           import os\n\
+                 \x20           st = os.stat(source)\n\
+                 \x20           external._validate_timestamp_pyc(data, int(st.st_mtime), st.st_size, name, {{}})\n\
+                 \x20       else:\n\
+                 \x20           import _imp\n\
+                 \x20           external._validate_hash_pyc(data, _imp.source_hash(external._RAW_MAGIC_NUMBER, open(source, 'rb').read()), name, {{}})\n\
+                 print('ok')\n",
+                prefix = prefix.display().to_string(),
+                flags = match mode {
+                    "timestamp" => 0,
+                    "checked-hash" => 3,
+                    _ => 1,
+                },
+            );
+            let sources: Vec<PathBuf> = py_files(&env.path().join("proj"));
+            let output = python
+                .command()
+                .arg("-c")
+                .arg(&script)
+                .args(&sources)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{} {mode}: {}",
+                python.label(),
+                stderr(&output)
+            );
+        }
+    }
+    covered("modes_prefix_and_levels", pythons());
+}
+
+/// A stale pyc (same mtime and size, other content: what `git checkout`
+/// can leave) is replaced; a pyc path that is a symlink is never written
+/// through; a file that does not compile gets no pyc and exit 1.
+#[test]
+fn stale_pycs_symlinks_and_failures() {
+    let python = crate::support::any_python();
+    let env = TestEnv::new();
+    let source = env.write("proj/mod.py", "VALUE = 1\n");
+    env.write("proj/bad.py", "def (:\n");
+    let (first, output) = {
+        let mut command = env.rcache(&python, &["--json", "materialize", "proj"]);
+        crate::support::run_json(&mut command)
+    };
+    assert_eq!(code(&output), 1, "{}", stderr(&output));
+    assert_eq!(first["written"], 1);
+    assert!(
+        stderr(&output).contains("bad.py:1:5: SyntaxError"),
+        "{}",
+        stderr(&output)
+    );
+    let pyc = cache_path(&python, &source);
+    let good = std::fs::read(&pyc).unwrap();
+    // Same length, same header, other code.
+    let mut stale = good.clone();
+    let last = stale.len() - 1;
+    stale[last] ^= 0x01;
+    std::fs::write(&pyc, &stale).unwrap();
+    let mut command = env.rcache(&python, &["--json", "materialize", "proj/mod.py"]);
+    let (again, _) = crate::support::run_json(&mut command);
+    assert_eq!(again["written"], 1, "{again}");
+    assert_eq!(std::fs::read(&pyc).unwrap(), good);
+
+    std::fs::remove_file(&pyc).unwrap();
+    let elsewhere = env.write("elsewhere.pyc", "not yours");
+    std::os::unix::fs::symlink(&elsewhere, &pyc).unwrap();
+    let mut command = env.rcache(&python, &["--json", "materialize", "proj/mod.py"]);
+    let (linked, output) = crate::support::run_json(&mut command);
+    assert_eq!(code(&output), 1);
+    assert_eq!(linked["written"], 0);
+    assert!(stderr(&output).contains("symlink"), "{}", stderr(&output));
+    assert_eq!(std::fs::read(&elsewhere).unwrap(), b"not yours");
+    covered("stale_pycs_symlinks_and_failures", &[python]);
+}
