@@ -58,6 +58,8 @@ pub enum Command {
     Warm(WalkArgs),
     /// Write the pycs CPython will use for every .py under PATHs, from the store
     Materialize(MaterializeArgs),
+    /// Remove this interpreter's pycs (all levels) under PATHs
+    Clean(CleanArgs),
     /// Show what the store holds
     Stats,
 }
@@ -65,7 +67,17 @@ pub enum Command {
 /// Which sources to take, and how long one may take to compile.
 #[derive(Debug, Args)]
 pub struct WalkArgs {
-    /// Files and directories to compile [default: the current directory]
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    /// Seconds one file may take to compile; 0 waits forever
+    #[arg(long, value_name = "SECS", env = env_vars::RCACHE_TIMEOUT, default_value = "120")]
+    pub timeout: f64,
+}
+
+/// Which sources to take.
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// Files and directories to take [default: the current directory]
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Leave out paths matching this gitignore-style glob; repeatable
@@ -74,9 +86,6 @@ pub struct WalkArgs {
     /// Walk files that `.gitignore` and `.ignore` rules would leave out
     #[arg(long)]
     pub no_ignore: bool,
-    /// Seconds one file may take to compile; 0 waits forever
-    #[arg(long, value_name = "SECS", env = env_vars::RCACHE_TIMEOUT, default_value = "120")]
-    pub timeout: f64,
 }
 
 /// Arguments of `rcache materialize`.
@@ -93,6 +102,20 @@ pub struct MaterializeArgs {
     #[arg(long, value_name = "DIR", env = env_vars::PYTHONPYCACHEPREFIX)]
     pub prefix: Option<PathBuf>,
     /// Say what would be written, write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Arguments of `rcache clean`.
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    /// Remove from this PYTHONPYCACHEPREFIX tree instead of `__pycache__`
+    /// dirs [default: $PYTHONPYCACHEPREFIX]
+    #[arg(long, value_name = "DIR", env = env_vars::PYTHONPYCACHEPREFIX)]
+    pub prefix: Option<PathBuf>,
+    /// Say what would be removed, remove nothing
     #[arg(long)]
     pub dry_run: bool,
 }

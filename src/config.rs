@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::cli::{GlobalArgs, MaterializeArgs, WalkArgs};
+use crate::cli::{CleanArgs, GlobalArgs, MaterializeArgs, SourceArgs, WalkArgs};
 use crate::scan::ScanOptions;
 use crate::store::Store;
 
@@ -83,20 +83,55 @@ impl WalkConfig {
         if !args.timeout.is_finite() || args.timeout < 0.0 {
             bail!("`--timeout` must be a number of seconds, 0 or more");
         }
-        let paths = if args.paths.is_empty() {
-            vec![PathBuf::from(".")]
-        } else {
-            args.paths.clone()
-        };
+        let (paths, scan) = sources(&args.sources, global);
         Ok(Self {
             paths,
-            scan: ScanOptions {
-                exclude: args.exclude.clone(),
-                no_ignore: args.no_ignore,
-                threads: global.jobs.min(8),
-            },
+            scan,
             timeout: (args.timeout > 0.0).then(|| Duration::from_secs_f64(args.timeout)),
         })
+    }
+}
+
+/// The paths to walk (default `.`) and how.
+fn sources(args: &SourceArgs, global: &GlobalConfig) -> (Vec<PathBuf>, ScanOptions) {
+    let paths = if args.paths.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        args.paths.clone()
+    };
+    let scan = ScanOptions {
+        exclude: args.exclude.clone(),
+        no_ignore: args.no_ignore,
+        threads: global.jobs.min(8),
+    };
+    (paths, scan)
+}
+
+/// A `--prefix` (or `$PYTHONPYCACHEPREFIX`) made absolute; empty means none.
+fn prefix(prefix: Option<&PathBuf>, global: &GlobalConfig) -> Option<PathBuf> {
+    prefix
+        .filter(|prefix| !prefix.as_os_str().is_empty())
+        .map(|prefix| crate::scan::absolute(&global.cwd, prefix))
+}
+
+/// Settings of `rcache clean`.
+#[derive(Debug, Clone)]
+pub struct CleanConfig {
+    pub paths: Vec<PathBuf>,
+    pub scan: ScanOptions,
+    pub prefix: Option<PathBuf>,
+    pub dry_run: bool,
+}
+
+impl CleanConfig {
+    pub fn from_args(args: &CleanArgs, global: &GlobalConfig) -> Self {
+        let (paths, scan) = sources(&args.sources, global);
+        Self {
+            paths,
+            scan,
+            prefix: prefix(args.prefix.as_ref(), global),
+            dry_run: args.dry_run,
+        }
     }
 }
 
@@ -117,11 +152,7 @@ impl MaterializeConfig {
                 crate::pyc::Mode::Timestamp
             }
         });
-        let prefix = args
-            .prefix
-            .as_ref()
-            .filter(|prefix| !prefix.as_os_str().is_empty())
-            .map(|prefix| crate::scan::absolute(&global.cwd, prefix));
+        let prefix = prefix(args.prefix.as_ref(), global);
         Ok(Self {
             walk: WalkConfig::from_args(&args.walk, global)?,
             write: crate::materialize::Options {

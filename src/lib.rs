@@ -30,7 +30,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
-use crate::config::{GlobalConfig, MaterializeConfig, WalkConfig};
+use crate::config::{CleanConfig, GlobalConfig, MaterializeConfig, WalkConfig};
 use crate::exit::ExitStatus;
 
 /// Runs the command line and returns the process exit code. Errors are
@@ -62,6 +62,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitStatus> {
     let global = GlobalConfig::from_args(&cli.global)?;
     match &cli.command {
         Command::Warm(args) => commands::warm(&global, &WalkConfig::from_args(args, &global)?),
+        Command::Clean(args) => commands::clean(&global, &CleanConfig::from_args(args, &global)),
         Command::Materialize(args) => {
             commands::materialize(&global, &MaterializeConfig::from_args(args, &global)?)
         }

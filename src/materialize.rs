@@ -162,3 +162,112 @@ fn pyc_permissions(source: &std::fs::Metadata) -> std::fs::Permissions {
 fn pyc_permissions(source: &std::fs::Metadata) -> std::fs::Permissions {
     source.permissions()
 }
+
+/// What removing pycs did.
+#[derive(Debug, Default)]
+pub struct Removed {
+    pub removed: u64,
+    pub paths: Vec<PathBuf>,
+    pub failures: Vec<Failure>,
+}
+
+/// Which pycs in `__pycache__` dirs to remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    /// Those whose source `NAME.py` is gone (git leaves them behind).
+    Orphans,
+    /// Every pyc of this interpreter (`rcache clean`).
+    All,
+}
+
+/// Removes this interpreter's pycs in `pycache_dirs` (all levels) as `sweep`
+/// says, then each `__pycache__` left empty, and its directory if that is
+/// then empty: what git leaves of a deleted package makes CPython import it
+/// as an empty namespace package.
+pub fn sweep_pycache_dirs(
+    pycache_dirs: &[PathBuf],
+    cache_tag: &str,
+    sweep: Sweep,
+    dry_run: bool,
+) -> Removed {
+    let mut removed = Removed::default();
+    for dir in pycache_dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut left = 0usize;
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            let Some(stem) = pyc_stem(name.as_encoded_bytes(), cache_tag) else {
+                left += 1;
+                continue;
+            };
+            let source_dir = dir.parent().unwrap_or(dir);
+            let mut source_name = stem.to_vec();
+            source_name.extend_from_slice(b".py");
+            let source = source_dir.join(crate::pyc::os_string_from_bytes(source_name));
+            if sweep == Sweep::Orphans && source.exists() {
+                left += 1;
+                continue;
+            }
+            let path = entry.path();
+            if !dry_run {
+                if let Err(err) = std::fs::remove_file(&path) {
+                    let error = crate::scan::io_error(path.clone(), &err);
+                    removed.failures.push(Failure {
+                        path: path.display().to_string(),
+                        line: None,
+                        col: None,
+                        error_type: error.error_type,
+                        message: error.message,
+                    });
+                    left += 1;
+                    continue;
+                }
+            }
+            removed.removed += 1;
+            removed.paths.push(path);
+        }
+        // A directory that held only this `__pycache__` is what git leaves
+        // of a deleted package: remove it too (fails harmlessly otherwise).
+        if left == 0 && !dry_run && std::fs::remove_dir(dir).is_ok() {
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
+    }
+    removed
+}
+
+/// `NAME` of `NAME.TAG[.opt-N].pyc`, if this is a pyc of `cache_tag`.
+fn pyc_stem<'a>(name: &'a [u8], cache_tag: &str) -> Option<&'a [u8]> {
+    let rest = name.strip_suffix(b".pyc")?;
+    let rest = rest
+        .strip_suffix(b".opt-1")
+        .or_else(|| rest.strip_suffix(b".opt-2"))
+        .unwrap_or(rest);
+    let stem = rest
+        .strip_suffix(cache_tag.as_bytes())?
+        .strip_suffix(b".")?;
+    (!stem.is_empty()).then_some(stem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pyc_stem;
+
+    #[test]
+    fn pyc_names_of_this_interpreter_only() {
+        assert_eq!(
+            pyc_stem(b"mod.cpython-312.pyc", "cpython-312"),
+            Some(&b"mod"[..])
+        );
+        assert_eq!(
+            pyc_stem(b"a.b.cpython-312.opt-2.pyc", "cpython-312"),
+            Some(&b"a.b"[..])
+        );
+        assert_eq!(pyc_stem(b"mod.cpython-311.pyc", "cpython-312"), None);
+        assert_eq!(pyc_stem(b"mod.cpython-312.pyc.tmp", "cpython-312"), None);
+        assert_eq!(pyc_stem(b".cpython-312.pyc", "cpython-312"), None);
+    }
+}

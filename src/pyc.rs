@@ -144,14 +144,16 @@ pub fn cache_path(source: &Path, cache_tag: &str, optimize: u8, prefix: Option<&
     }
 }
 
+/// The file name made of `bytes` (an OS string's bytes plus ASCII).
 #[cfg(unix)]
-fn os_string_from_bytes(bytes: Vec<u8>) -> OsString {
+pub fn os_string_from_bytes(bytes: Vec<u8>) -> OsString {
     use std::os::unix::ffi::OsStringExt;
     OsString::from_vec(bytes)
 }
 
+/// The file name made of `bytes` (an OS string's bytes plus ASCII).
 #[cfg(not(unix))]
-fn os_string_from_bytes(bytes: Vec<u8>) -> OsString {
+pub fn os_string_from_bytes(bytes: Vec<u8>) -> OsString {
     OsString::from(String::from_utf8_lossy(&bytes).into_owned())
 }
 

@@ -49,6 +49,8 @@ pub struct Scan {
     pub files: Vec<PathBuf>,
     pub errors: Vec<ScanError>,
     pub venvs: Vec<Venv>,
+    /// The `__pycache__` directories met (not walked).
+    pub pycache_dirs: Vec<PathBuf>,
 }
 
 #[derive(Default)]
@@ -56,6 +58,7 @@ struct Found {
     files: BTreeSet<PathBuf>,
     errors: Vec<ScanError>,
     venvs: BTreeSet<Venv>,
+    pycache_dirs: BTreeSet<PathBuf>,
 }
 
 /// Walks `paths` (relative ones are taken from `cwd`).
@@ -86,6 +89,7 @@ pub fn scan(paths: &[PathBuf], cwd: &Path, options: &ScanOptions) -> Scan {
         files: found.files.into_iter().collect(),
         errors,
         venvs: found.venvs.into_iter().collect(),
+        pycache_dirs: found.pycache_dirs.into_iter().collect(),
     }
 }
 
@@ -105,8 +109,7 @@ fn walk(root: &Path, cwd: &Path, options: &ScanOptions, found: &Mutex<Found>) {
         .threads(options.threads)
         .filter_entry(|entry| {
             let name = entry.file_name();
-            !(entry.file_type().is_some_and(|kind| kind.is_dir())
-                && (name == ".git" || name == "__pycache__"))
+            !(entry.file_type().is_some_and(|kind| kind.is_dir()) && name == ".git")
         });
     if options.no_ignore || named_venv {
         builder
@@ -131,27 +134,37 @@ fn walk(root: &Path, cwd: &Path, options: &ScanOptions, found: &Mutex<Found>) {
         }
     }
     builder.build_parallel().run(|| {
-        Box::new(move |entry| {
-            match entry {
-                Ok(entry) => visit(&entry, found),
-                Err(err) => {
-                    let error = walk_error(root, &err);
-                    lock(found).errors.push(error);
-                }
+        Box::new(move |entry| match entry {
+            Ok(entry) => visit(&entry, found),
+            Err(err) => {
+                let error = walk_error(root, &err);
+                lock(found).errors.push(error);
+                WalkState::Continue
             }
-            WalkState::Continue
         })
     });
 }
 
-fn visit(entry: &ignore::DirEntry, found: &Mutex<Found>) {
+fn visit(entry: &ignore::DirEntry, found: &Mutex<Found>) -> WalkState {
     let Some(kind) = entry.file_type() else {
-        return;
+        return WalkState::Continue;
     };
-    if !kind.is_file() {
-        return;
-    }
     let path = entry.path();
+    if kind.is_dir() {
+        if entry.file_name() == "__pycache__" {
+            return WalkState::Skip;
+        }
+        // Remembered even when ignore rules hide it (`__pycache__/` is in
+        // most `.gitignore` files): its pycs may have lost their sources.
+        let pycache = path.join("__pycache__");
+        if pycache.is_dir() {
+            lock(found).pycache_dirs.insert(pycache);
+        }
+        return WalkState::Continue;
+    }
+    if !kind.is_file() {
+        return WalkState::Continue;
+    }
     if path.extension().is_some_and(|ext| ext == "py") {
         lock(found).files.insert(path.to_owned());
     } else if path.file_name().is_some_and(|name| name == "pyvenv.cfg") {
@@ -160,6 +173,7 @@ fn visit(entry: &ignore::DirEntry, found: &Mutex<Found>) {
             lock(found).venvs.insert(Venv { dir, version });
         }
     }
+    WalkState::Continue
 }
 
 /// The `version` (or uv's `version_info`) a `pyvenv.cfg` records.

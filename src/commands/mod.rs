@@ -1,9 +1,11 @@
 //! One file per subcommand; each returns the run's [`ExitStatus`].
 
+mod clean;
 mod materialize;
 mod stats;
 mod warm;
 
+pub use clean::clean;
 pub use materialize::materialize;
 pub use stats::stats;
 pub use warm::warm;

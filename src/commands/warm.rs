@@ -24,6 +24,8 @@ pub(super) struct Filled {
     pub store: Store,
     pub interpreter: Interpreter,
     pub outcome: Outcome,
+    /// The `__pycache__` dirs met while walking.
+    pub pycache_dirs: Vec<std::path::PathBuf>,
 }
 
 /// Walks, reads, keys and compiles the misses into the store: `warm`, and
@@ -62,6 +64,7 @@ pub(super) fn fill_store(global: &GlobalConfig, config: &WalkConfig) -> anyhow::
         store,
         interpreter,
         outcome,
+        pycache_dirs: found.pycache_dirs,
     })
 }
 

@@ -309,3 +309,161 @@ fn stale_pycs_symlinks_and_failures() {
     assert_eq!(std::fs::read(&elsewhere).unwrap(), b"not yours");
     covered("stale_pycs_symlinks_and_failures", &[python]);
 }
+
+/// Orphans: when a branch deletes `pkg/`, git leaves `pkg/__pycache__/`
+/// behind and CPython would import `pkg` as an empty namespace package.
+/// `materialize` removes this interpreter's pycs whose source is gone, and
+/// the `__pycache__` left empty; other interpreters' pycs stay.
+#[test]
+fn orphans_are_removed() {
+    let python = crate::support::any_python();
+    let env = TestEnv::new();
+    env.write("proj/.gitignore", "__pycache__/\n");
+    env.write("proj/keep.py", "A = 1\n");
+    let gone = env.write("proj/pkg/__init__.py", "B = 2\n");
+    let other = env.write(
+        "proj/keep/__pycache__/x.cpython-27.pyc",
+        "another interpreter's",
+    );
+    let mut command = env.rcache(&python, &["--json", "materialize", "proj"]);
+    assert_eq!(crate::support::run_json(&mut command).0["written"], 2);
+    let orphan = cache_path(&python, &gone);
+    assert!(orphan.is_file());
+    std::fs::remove_file(&gone).unwrap();
+    let mut command = env.rcache(&python, &["--json", "materialize", "proj"]);
+    let (summary, output) = crate::support::run_json(&mut command);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert_eq!(summary["removed"], 1, "{summary}");
+    assert!(!orphan.exists());
+    assert!(
+        !env.path().join("proj/pkg/__pycache__").exists(),
+        "left empty, removed"
+    );
+    assert!(other.is_file());
+    let output = python
+        .command()
+        .current_dir(env.path().join("proj"))
+        .args(["-c", "import pkg"])
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "pkg is gone, not a namespace package"
+    );
+    covered("orphans_are_removed", &[python]);
+}
+
+/// `clean` removes this interpreter's pycs at every level, beside the
+/// sources or under a prefix, and nothing else.
+#[test]
+fn clean_removes_this_interpreters_pycs() {
+    let python = crate::support::any_python();
+    let env = TestEnv::new();
+    let source = env.write("proj/mod.py", "A = 1\n");
+    let other = env.write(
+        "proj/__pycache__/mod.cpython-27.pyc",
+        "another interpreter's",
+    );
+    let levels = ["-O", "0", "-O", "1", "-O", "2"];
+    let mut command = env.rcache(&python, &[&levels[..], &["materialize", "proj"]].concat());
+    assert_eq!(code(&command.output().unwrap()), 0);
+    let prefix = env.path().join("prefix");
+    let mut command = env.rcache(
+        &python,
+        &[&levels[..], &["materialize", "proj", "--prefix"]].concat(),
+    );
+    command.arg(&prefix);
+    assert_eq!(code(&command.output().unwrap()), 0);
+
+    let mut command = env.rcache(&python, &["--json", "clean", "proj"]);
+    let (summary, output) = crate::support::run_json(&mut command);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert_eq!(summary["removed"], 3, "{summary}");
+    assert!(!cache_path(&python, &source).exists());
+    assert!(other.is_file(), "another interpreter's pyc stays");
+
+    let mut command = env.rcache(&python, &["--json", "clean", "proj", "--prefix"]);
+    command.arg(&prefix);
+    let (summary, _) = crate::support::run_json(&mut command);
+    assert_eq!(summary["removed"], 3, "{summary}");
+    assert!(py_files(&prefix).is_empty());
+    covered("clean_removes_this_interpreters_pycs", &[python]);
+}
+
+/// Switching a git repo between branches and worktrees and materializing
+/// after each: only new content is compiled, every pyc is valid for the
+/// files on disk, no orphans remain, and switching back compiles nothing.
+#[test]
+fn git_branches_and_worktrees() {
+    let python = crate::support::any_python();
+    let env = TestEnv::new();
+    let repo = env.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let git = |args: &[&str], dir: &Path| {
+        let output = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "git {args:?}: {}", stderr(&output));
+    };
+    git(&["init", "-q"], &repo);
+    env.write("repo/.gitignore", "__pycache__/\n");
+    env.write("repo/app/__init__.py", "");
+    env.write("repo/app/core.py", "VALUE = 1\n");
+    env.write("repo/app/old.py", "OLD = True\n");
+    git(&["add", "."], &repo);
+    git(&["commit", "-qm", "one"], &repo);
+    git(&["checkout", "-qb", "feature"], &repo);
+    env.write("repo/app/core.py", "VALUE = 2\n");
+    std::fs::remove_file(repo.join("app/old.py")).unwrap();
+    env.write("repo/app/new.py", "NEW = True\n");
+    git(&["add", "-A"], &repo);
+    git(&["commit", "-qm", "two"], &repo);
+
+    let materialize = |dir: &Path| {
+        let mut command = env.rcache(&python, &["--json", "materialize"]);
+        command.arg(dir);
+        let (summary, output) = crate::support::run_json(&mut command);
+        assert_eq!(code(&output), 0, "{}", stderr(&output));
+        let problems = loader_problems(&python, &py_files(dir).iter().collect::<Vec<_>>());
+        assert!(problems.is_empty(), "{problems}");
+        summary
+    };
+    let first = materialize(&repo);
+    assert_eq!(first["compiled"], 3, "{first}");
+    git(&["checkout", "-q", "main"], &repo);
+    let back = materialize(&repo);
+    assert_eq!(
+        back["compiled"], 2,
+        "core.py v1 and old.py are new content: {back}"
+    );
+    assert_eq!(
+        back["removed"], 1,
+        "new.py's pyc is an orphan on main: {back}"
+    );
+    git(&["checkout", "-q", "feature"], &repo);
+    let again = materialize(&repo);
+    assert_eq!(
+        again["compiled"], 0,
+        "switching back compiles nothing: {again}"
+    );
+    assert_eq!(again["removed"], 1, "old.py's pyc: {again}");
+    let worktree = env.path().join("worktree");
+    git(
+        &["worktree", "add", "-q", worktree.to_str().unwrap(), "main"],
+        &repo,
+    );
+    let tree = materialize(&worktree);
+    assert_eq!(tree["compiled"], 0, "a worktree of known content: {tree}");
+    assert_eq!(tree["written"], 3);
+    covered("git_branches_and_worktrees", &[python]);
+}
