@@ -12,6 +12,7 @@ pub mod compile;
 pub mod config;
 pub mod env_vars;
 pub mod exit;
+pub mod identity;
 pub mod interpreter;
 pub mod interrupt;
 pub mod key;

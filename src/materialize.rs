@@ -13,13 +13,14 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::identity::FileIdentity;
 use crate::interpreter::Profile;
 use crate::key::Key;
 use crate::marshal::rewrite_filename;
 use crate::pipeline::Source;
 use crate::pyc::{self, Mode, SourceStamp};
 use crate::report::Failure;
-use crate::store::{Store, StoredCode, StoredFailure};
+use crate::store::{Store, StoredCode, StoredFailure, WrittenPyc};
 
 /// Where and how to write.
 #[derive(Debug, Clone)]
@@ -40,6 +41,8 @@ pub struct Written {
     /// Paths written (or, with `dry_run`, that would be).
     pub paths: Vec<PathBuf>,
     pub failures: Vec<Failure>,
+    /// What to record in the store for the next run's fast no-op.
+    pub records: Vec<(PathBuf, WrittenPyc)>,
 }
 
 /// Writes the pyc of every (source, level) whose code is in the store.
@@ -58,6 +61,26 @@ pub fn write_pycs(
                 level,
                 options.prefix.as_deref(),
             );
+            let source_identity = FileIdentity::from_metadata(&source.metadata);
+            let record = |pyc: FileIdentity| WrittenPyc {
+                key,
+                mode: options.mode.as_str().to_owned(),
+                source_size: source_identity.size,
+                source_mtime_ns: source_identity.mtime_ns,
+                pyc,
+            };
+            // The fast no-op: the pyc is the very file rcache wrote for this
+            // code, header and source stamp, untouched since.
+            let on_disk = std::fs::symlink_metadata(&target)
+                .ok()
+                .filter(std::fs::Metadata::is_file)
+                .map(|metadata| FileIdentity::from_metadata(&metadata));
+            if let Some(identity) = on_disk {
+                if store.written_pyc(&target)? == Some(record(identity)) {
+                    written.up_to_date += 1;
+                    continue;
+                }
+            }
             let fail = |error_type: &str, message: String| {
                 Failure::new(
                     &source.path,
@@ -99,11 +122,20 @@ pub fn write_pycs(
             pyc_bytes.extend_from_slice(&header);
             pyc_bytes.extend_from_slice(&body);
             match write_if_changed(&target, &pyc_bytes, &source.metadata, options.dry_run) {
-                Ok(true) => {
-                    written.written += 1;
-                    written.paths.push(target);
+                Ok(changed) => {
+                    if changed {
+                        written.written += 1;
+                        written.paths.push(target.clone());
+                    } else {
+                        written.up_to_date += 1;
+                    }
+                    if !options.dry_run {
+                        if let Ok(metadata) = std::fs::symlink_metadata(&target) {
+                            let identity = FileIdentity::from_metadata(&metadata);
+                            written.records.push((target, record(identity)));
+                        }
+                    }
                 }
-                Ok(false) => written.up_to_date += 1,
                 Err(err) => written.failures.push(fail(
                     crate::scan::io_error(target.clone(), &err)
                         .error_type

@@ -20,6 +20,8 @@ pub fn materialize(
         &filled.outcome.compiled,
         &config.write,
     )?;
+    filled.store.record_written(&written.records)?;
+    filled.store.checkpoint();
     // Orphans live beside sources; a prefix tree is left as it is.
     let removed = if config.write.prefix.is_none() {
         sweep_pycache_dirs(

@@ -10,7 +10,8 @@ mod probe;
 
 use std::path::{Path, PathBuf};
 
-pub use discover::{Candidate, FileIdentity, discover};
+pub use crate::identity::FileIdentity;
+pub use discover::{Candidate, discover};
 pub use probe::probe;
 
 use crate::key::KeyContext;

@@ -11,7 +11,10 @@ pub const APPLICATION_ID: i32 = 0x7263_6368;
 
 /// The schema migrations, in order. Never reorder or remove entries, never
 /// edit a released one: add a new file instead.
-pub const MIGRATIONS: &[&str] = &[include_str!("../../schema/0001_initial.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("../../schema/0001_initial.sql"),
+    include_str!("../../schema/0002_written_pycs.sql"),
+];
 
 /// The schema version this binary writes.
 pub fn current_version() -> i64 {
@@ -38,6 +41,33 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store left at every earlier schema version upgrades to the current
+    /// one, keeping its rows.
+    #[test]
+    fn upgrades_from_every_earlier_version() {
+        for version in 1..MIGRATIONS.len() {
+            let mut conn = Connection::open_in_memory().unwrap();
+            for migration in &MIGRATIONS[..version] {
+                conn.execute_batch(migration).unwrap();
+            }
+            conn.execute_batch(&format!(
+                "PRAGMA user_version = {version}; PRAGMA application_id = {APPLICATION_ID};
+                 INSERT INTO counters (name, value) VALUES ('hits', 7);"
+            ))
+            .unwrap();
+            migrate(&mut conn).unwrap();
+            let (upgraded, hits): (i64, i64) = conn
+                .query_row(
+                    "SELECT (SELECT user_version FROM pragma_user_version),
+                            (SELECT value FROM counters WHERE name = 'hits')",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .unwrap();
+            assert_eq!((upgraded, hits), (current_version(), 7), "from {version}");
+        }
+    }
 
     #[test]
     fn migrate_twice_is_a_no_op() {

@@ -26,6 +26,7 @@ mod entries;
 mod migrate;
 mod profiles;
 mod stats;
+mod written;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,6 +37,7 @@ use rusqlite::Connection;
 
 pub use entries::{Lookup, NewEntry, NewFailure, StoredCode, StoredFailure};
 pub use stats::{ProfileStats, Stats};
+pub use written::WrittenPyc;
 
 /// How long a process waits for another one's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
