@@ -322,10 +322,11 @@ class Bench:
             ok_codes=(0, 1),
         )
 
-    def rcache_warm(self, store: Path, tree: Path, jobs: int) -> tuple[Timed, dict]:
+    def rcache_run(self, store: Path, tree: Path, jobs: int,
+                   subcommand: str = "warm") -> tuple[Timed, dict]:
         command = [
             str(self.rcache), "--store", str(store), "--python", self.python.path,
-            "--json", "-j", str(jobs), "warm", str(tree),
+            "--json", "-j", str(jobs), subcommand, str(tree),
         ]
         run = timed_run(command, ok_codes=(0, 1))
         try:
@@ -350,6 +351,7 @@ class Bench:
             result.record(BASELINE, cold.seconds)
             result.compileall_failures = cold.stdout.count("*** Error compiling")
             result.record("compileall -j0 no-op", self.compileall(tree, 0).seconds)
+            result.record("compileall -j1 no-op", self.compileall(tree, 1).seconds)
 
             remove_pycache(tree)
             result.record("compileall -j1 cold", self.compileall(tree, 1).seconds)
@@ -358,6 +360,12 @@ class Bench:
             store = self.workdir / f"store-{corpus.name}-{index}.sqlite"
             self.rcache_step(result, "rcache warm cold", store, self.workers)
             self.rcache_step(result, "rcache warm rewarm", store, self.workers)
+            # The store now holds every content: a fresh copy (no pycs).
+            self.rcache_step(result, "rcache materialize, warm store", store,
+                             self.workers, "materialize")
+            self.rcache_step(result, "rcache materialize no-op", store,
+                             self.workers, "materialize")
+            remove_pycache(tree)
             remove_store(store)
 
             self.rcache_step(result, "rcache -j1 warm cold", store, 1)
@@ -366,10 +374,11 @@ class Bench:
         self.check_consistency(result)
         return result
 
-    def rcache_step(self, result: CorpusResult, step: str, store: Path, jobs: int):
+    def rcache_step(self, result: CorpusResult, step: str, store: Path, jobs: int,
+                    subcommand: str = "warm"):
         if "cold" in step and store.exists():
             raise BenchError(f"store {store} should not exist before a cold run")
-        run, report = self.rcache_warm(store, result.corpus.tree, jobs)
+        run, report = self.rcache_run(store, result.corpus.tree, jobs, subcommand)
         result.record(step, run.seconds)
         result.rcache_reports[step] = report
         self.check_report(result, step, run, report)
@@ -397,6 +406,14 @@ class Bench:
             result.problem(
                 f"{step}: exit {run.returncode} with failed={report['failed']}"
             )
+        if "materialize" in step:
+            if report["compiled"] != 0 or report["workers_started"] != 0:
+                result.problem(f"{step}: compiled={report['compiled']}, expected 0")
+            written = report.get("written", 0)
+            if "no-op" in step and written != 0:
+                result.problem(f"{step}: written={written}, expected 0")
+            if "no-op" not in step and written + report["failed"] != result.corpus.files:
+                result.problem(f"{step}: written={written} of {result.corpus.files}")
         if "rewarm" in step:
             if report["workers_started"] != 0:
                 result.problem(
@@ -428,8 +445,11 @@ class Bench:
 STEP_ORDER = (
     BASELINE,
     "compileall -j0 no-op",
+    "compileall -j1 no-op",
     "rcache warm cold",
     "rcache warm rewarm",
+    "rcache materialize, warm store",
+    "rcache materialize no-op",
     "compileall -j1 cold",
     "rcache -j1 warm cold",
 )
