@@ -24,11 +24,9 @@ const FLAG_REF: u8 = 0x80;
 pub fn rewrite_filename(code: &[u8], placeholder: &str, filename: &[u8]) -> Option<Vec<u8>> {
     let needle = placeholder.as_bytes();
     debug_assert!(placeholder.is_ascii() && needle.len() < 256);
-    let mut found = code
-        .windows(needle.len())
-        .enumerate()
-        .filter(|(_, window)| *window == needle)
-        .map(|(at, _)| at);
+    // memchr's SIMD search: the whole stream must be scanned to prove the
+    // placeholder occurs once, and this runs for every pyc written.
+    let mut found = memchr::memmem::find_iter(code, needle);
     let at = found.next()?;
     if found.next().is_some() || at < 2 {
         return None;

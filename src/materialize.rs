@@ -20,7 +20,7 @@ use crate::marshal::rewrite_filename;
 use crate::pipeline::Source;
 use crate::pyc::{self, Mode, SourceStamp};
 use crate::report::Failure;
-use crate::store::{Store, StoredCode, StoredFailure, WrittenPyc};
+use crate::store::{Blob, Store, StoredCode, StoredFailure, WrittenPyc};
 
 /// Where and how to write.
 #[derive(Debug, Clone)]
@@ -45,14 +45,45 @@ pub struct Written {
     pub records: Vec<(PathBuf, WrittenPyc)>,
 }
 
+/// One pyc to build and write: everything read from the store and the
+/// source, so that the work can run on other threads.
+struct PycJob<'a> {
+    source: &'a Source,
+    key: Key,
+    target: PathBuf,
+    blob: Blob,
+    header: [u8; 16],
+}
+
+/// What building and writing one pyc gave.
+enum PycResult {
+    /// Written (`true`) or found identical (`false`); the pyc's identity after.
+    Done(bool, Option<FileIdentity>),
+    Failed(Failure),
+}
+
 /// Writes the pyc of every (source, level) whose code is in the store.
+/// Store reads happen here, in order; decompressing, rewriting and writing
+/// run on `threads` threads.
 pub fn write_pycs(
     store: &Store,
     profile: &Profile,
     compiled: &[(Source, Vec<(u8, Key)>)],
     options: &Options,
+    threads: usize,
 ) -> anyhow::Result<Written> {
     let mut written = Written::default();
+    let record = |source: &Source, key: Key, pyc: FileIdentity| {
+        let stamp = FileIdentity::from_metadata(&source.metadata);
+        WrittenPyc {
+            key,
+            mode: options.mode.as_str().to_owned(),
+            source_size: stamp.size,
+            source_mtime_ns: stamp.mtime_ns,
+            pyc,
+        }
+    };
+    let mut jobs = Vec::new();
     for (source, levels) in compiled {
         for &(level, key) in levels {
             let target = pyc::cache_path(
@@ -61,14 +92,6 @@ pub fn write_pycs(
                 level,
                 options.prefix.as_deref(),
             );
-            let source_identity = FileIdentity::from_metadata(&source.metadata);
-            let record = |pyc: FileIdentity| WrittenPyc {
-                key,
-                mode: options.mode.as_str().to_owned(),
-                source_size: source_identity.size,
-                source_mtime_ns: source_identity.mtime_ns,
-                pyc,
-            };
             // The fast no-op: the pyc is the very file rcache wrote for this
             // code, header and source stamp, untouched since.
             let on_disk = std::fs::symlink_metadata(&target)
@@ -76,76 +99,122 @@ pub fn write_pycs(
                 .filter(std::fs::Metadata::is_file)
                 .map(|metadata| FileIdentity::from_metadata(&metadata));
             if let Some(identity) = on_disk {
-                if store.written_pyc(&target)? == Some(record(identity)) {
+                if store.written_pyc(&target)? == Some(record(source, key, identity)) {
                     written.up_to_date += 1;
                     continue;
                 }
             }
-            let fail = |error_type: &str, message: String| {
-                Failure::new(
-                    &source.path,
-                    &StoredFailure {
-                        error_type: error_type.to_owned(),
-                        message,
-                        line: None,
-                        col: None,
-                    },
-                )
-            };
-            let code = match store.read_code(&key)? {
-                StoredCode::Found(code) => code,
-                StoredCode::Corrupt(why) => {
-                    written.failures.push(fail(
-                        "StoreError",
-                        format!("stored code {why}; not written"),
-                    ));
-                    continue;
-                }
-                StoredCode::Missing => {
-                    written
-                        .failures
-                        .push(fail("StoreError", "stored code vanished".to_owned()));
-                    continue;
-                }
-            };
-            let filename = source.path.as_os_str().as_encoded_bytes();
-            let Some(body) = rewrite_filename(&code, &key.placeholder_filename(), filename) else {
-                written.failures.push(fail(
-                    "StoreError",
-                    "stored code has no single filename record to rewrite".to_owned(),
-                ));
+            let Some(blob) = store.read_blob(&key)? else {
+                written
+                    .failures
+                    .push(failure(&source.path, "stored code vanished".to_owned()));
                 continue;
             };
-            let stamp = SourceStamp::of(&source.metadata);
-            let header = pyc::header(profile, options.mode, stamp, &source.bytes);
-            let mut pyc_bytes = Vec::with_capacity(16 + body.len());
-            pyc_bytes.extend_from_slice(&header);
-            pyc_bytes.extend_from_slice(&body);
-            match write_if_changed(&target, &pyc_bytes, &source.metadata, options.dry_run) {
-                Ok(changed) => {
-                    if changed {
-                        written.written += 1;
-                        written.paths.push(target.clone());
-                    } else {
-                        written.up_to_date += 1;
-                    }
-                    if !options.dry_run {
-                        if let Ok(metadata) = std::fs::symlink_metadata(&target) {
-                            let identity = FileIdentity::from_metadata(&metadata);
-                            written.records.push((target, record(identity)));
-                        }
-                    }
+            let header = pyc::header(
+                profile,
+                options.mode,
+                SourceStamp::of(&source.metadata),
+                &source.bytes,
+            );
+            jobs.push(PycJob {
+                source,
+                key,
+                target,
+                blob,
+                header,
+            });
+        }
+    }
+    let results = run_parallel(&jobs, threads, |job| build_and_write(job, options.dry_run));
+    for (job, result) in jobs.into_iter().zip(results) {
+        match result {
+            PycResult::Done(changed, identity) => {
+                if changed {
+                    written.written += 1;
+                    written.paths.push(job.target.clone());
+                } else {
+                    written.up_to_date += 1;
                 }
-                Err(err) => written.failures.push(fail(
-                    crate::scan::io_error(target.clone(), &err)
-                        .error_type
-                        .as_str(),
-                    format!("cannot write `{}`: {err}", target.display()),
-                )),
+                if let Some(identity) = identity {
+                    let record = record(job.source, job.key, identity);
+                    written.records.push((job.target, record));
+                }
             }
+            PycResult::Failed(failure) => written.failures.push(failure),
         }
     }
     Ok(written)
+}
+
+fn build_and_write(job: &PycJob<'_>, dry_run: bool) -> PycResult {
+    let path = &job.source.path;
+    let code = match job.blob.decode() {
+        StoredCode::Found(code) => code,
+        StoredCode::Corrupt(why) => {
+            return PycResult::Failed(failure(path, format!("stored code {why}; not written")));
+        }
+    };
+    let filename = path.as_os_str().as_encoded_bytes();
+    let Some(body) = rewrite_filename(&code, &job.key.placeholder_filename(), filename) else {
+        return PycResult::Failed(failure(
+            path,
+            "stored code has no single filename record to rewrite".to_owned(),
+        ));
+    };
+    let mut bytes = Vec::with_capacity(16 + body.len());
+    bytes.extend_from_slice(&job.header);
+    bytes.extend_from_slice(&body);
+    match write_if_changed(&job.target, &bytes, &job.source.metadata, dry_run) {
+        Ok(changed) => {
+            let identity = (!dry_run)
+                .then(|| std::fs::symlink_metadata(&job.target).ok())
+                .flatten()
+                .map(|metadata| FileIdentity::from_metadata(&metadata));
+            PycResult::Done(changed, identity)
+        }
+        Err(err) => {
+            let error = crate::scan::io_error(job.target.clone(), &err);
+            PycResult::Failed(Failure {
+                path: path.display().to_string(),
+                line: None,
+                col: None,
+                error_type: error.error_type,
+                message: format!("cannot write `{}`: {err}", job.target.display()),
+            })
+        }
+    }
+}
+
+/// `work` over `items` on up to `threads` threads; results in item order.
+fn run_parallel<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    work: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let chunk = items.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&work).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| handle.join().expect("a pyc writer thread panicked"))
+            .collect()
+    })
+}
+
+/// A store problem with the code of `path`: reported, nothing written.
+fn failure(path: &Path, message: String) -> Failure {
+    Failure::new(
+        path,
+        &StoredFailure {
+            error_type: "StoreError".to_owned(),
+            message,
+            line: None,
+            col: None,
+        },
+    )
 }
 
 /// Writes `bytes` at `target` unless it already holds exactly them.

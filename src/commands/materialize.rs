@@ -19,6 +19,7 @@ pub fn materialize(
         &filled.interpreter.profile,
         &filled.outcome.compiled,
         &config.write,
+        global.jobs,
     )?;
     filled.store.record_written(&written.records)?;
     filled.store.checkpoint();

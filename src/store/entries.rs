@@ -27,8 +27,29 @@ pub enum StoredCode {
     Found(Vec<u8>),
     /// The blob does not decompress or fails its checksum: never use it.
     Corrupt(String),
-    /// No code for this key.
-    Missing,
+}
+
+/// A stored blob as read, not yet decompressed or checked.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    data: Vec<u8>,
+    raw_size: i64,
+    checksum: Vec<u8>,
+}
+
+impl Blob {
+    /// Decompresses and checks the blob against its checksum.
+    pub fn decode(&self) -> StoredCode {
+        let capacity = usize::try_from(self.raw_size).unwrap_or(0);
+        let code = match zstd::bulk::decompress(&self.data, capacity) {
+            Ok(code) => code,
+            Err(err) => return StoredCode::Corrupt(format!("does not decompress: {err}")),
+        };
+        if code.len() != capacity || blake3::hash(&code).as_bytes().as_slice() != self.checksum {
+            return StoredCode::Corrupt("fails its checksum".to_owned());
+        }
+        StoredCode::Found(code)
+    }
 }
 
 /// A deterministic compile error, as CPython reported it.
@@ -114,36 +135,23 @@ impl Store {
         })
     }
 
-    /// The marshal bytes stored for `key`, decompressed and checked against
-    /// their checksum: a corrupt blob is reported as such, never returned.
-    pub fn read_code(&self, key: &Key) -> Result<StoredCode, Error> {
-        let row = self
-            .conn
+    /// The stored blob for `key`, still compressed, so that callers can
+    /// decode it on other threads ([`Blob::decode`]).
+    pub fn read_blob(&self, key: &Key) -> Result<Option<Blob>, Error> {
+        self.conn
             .prepare_cached("SELECT data, raw_size, checksum FROM entries WHERE key = ?1")
             .and_then(|mut statement| {
                 statement
                     .query_row([key.0.as_slice()], |row| {
-                        Ok((
-                            row.get::<_, Vec<u8>>(0)?,
-                            row.get::<_, i64>(1)?,
-                            row.get::<_, Vec<u8>>(2)?,
-                        ))
+                        Ok(Blob {
+                            data: row.get(0)?,
+                            raw_size: row.get(1)?,
+                            checksum: row.get(2)?,
+                        })
                     })
                     .optional()
             })
-            .map_err(|source| self.sqlite_error(source))?;
-        let Some((data, raw_size, checksum)) = row else {
-            return Ok(StoredCode::Missing);
-        };
-        let capacity = usize::try_from(raw_size).unwrap_or(0);
-        let code = match zstd::bulk::decompress(&data, capacity) {
-            Ok(code) => code,
-            Err(err) => return Ok(StoredCode::Corrupt(format!("does not decompress: {err}"))),
-        };
-        if code.len() != capacity || blake3::hash(&code).as_bytes().as_slice() != checksum {
-            return Ok(StoredCode::Corrupt("fails its checksum".to_owned()));
-        }
-        Ok(StoredCode::Found(code))
+            .map_err(|source| self.sqlite_error(source))
     }
 
     /// Stores a batch of results in one short write transaction.
@@ -289,11 +297,9 @@ mod tests {
         );
         assert_eq!(store.lookup(&failed).unwrap().0, Lookup::Failed(failure));
         assert_eq!(store.lookup(&Key([3; 32])).unwrap().0, Lookup::Miss);
-        assert!(
-            matches!(store.read_code(&hit).unwrap(), StoredCode::Corrupt(_)),
-            "not zstd"
-        );
-        assert_eq!(store.read_code(&Key([3; 32])).unwrap(), StoredCode::Missing);
+        let blob = store.read_blob(&hit).unwrap().unwrap();
+        assert!(matches!(blob.decode(), StoredCode::Corrupt(_)), "not zstd");
+        assert!(store.read_blob(&Key([3; 32])).unwrap().is_none());
         store
             .finish_run(&[hit, failed], &[("hits", 2), ("misses", 0)])
             .unwrap();

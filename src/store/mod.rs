@@ -35,7 +35,7 @@ use std::io::Read as _;
 
 use rusqlite::Connection;
 
-pub use entries::{Lookup, NewEntry, NewFailure, StoredCode, StoredFailure};
+pub use entries::{Blob, Lookup, NewEntry, NewFailure, StoredCode, StoredFailure};
 pub use stats::{ProfileStats, Stats};
 pub use written::WrittenPyc;
 
