@@ -43,6 +43,9 @@ pub struct Written {
     pub failures: Vec<Failure>,
     /// What to record in the store for the next run's fast no-op.
     pub records: Vec<(PathBuf, WrittenPyc)>,
+    /// Sources whose stored code was corrupt (nothing written for them),
+    /// with the bad key and why: to be recompiled.
+    pub corrupt: Vec<(PathBuf, Key, String)>,
 }
 
 /// One pyc to build and write: everything read from the store and the
@@ -59,6 +62,8 @@ struct PycJob<'a> {
 enum PycResult {
     /// Written (`true`) or found identical (`false`); the pyc's identity after.
     Done(bool, Option<FileIdentity>),
+    /// The stored blob is bad: never written, to be recompiled.
+    Corrupt(String),
     Failed(Failure),
 }
 
@@ -140,6 +145,11 @@ pub fn write_pycs(
                     written.records.push((job.target, record));
                 }
             }
+            PycResult::Corrupt(why) => {
+                written
+                    .corrupt
+                    .push((job.source.path.clone(), job.key, why));
+            }
             PycResult::Failed(failure) => written.failures.push(failure),
         }
     }
@@ -150,9 +160,7 @@ fn build_and_write(job: &PycJob<'_>, dry_run: bool) -> PycResult {
     let path = &job.source.path;
     let code = match job.blob.decode() {
         StoredCode::Found(code) => code,
-        StoredCode::Corrupt(why) => {
-            return PycResult::Failed(failure(path, format!("stored code {why}; not written")));
-        }
+        StoredCode::Corrupt(why) => return PycResult::Corrupt(why),
     };
     let filename = path.as_os_str().as_encoded_bytes();
     let Some(body) = rewrite_filename(&code, &job.key.placeholder_filename(), filename) else {

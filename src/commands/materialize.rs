@@ -3,10 +3,11 @@
 
 use std::io::Write as _;
 
-use super::warm::{exit_status, fill_store, print};
+use super::warm::{Filled, exit_status, fill_store, print};
 use crate::config::{GlobalConfig, MaterializeConfig, Verbosity};
 use crate::exit::ExitStatus;
-use crate::materialize::{Removed, Sweep, sweep_pycache_dirs, write_pycs};
+use crate::materialize::{Removed, Sweep, Written, sweep_pycache_dirs, write_pycs};
+use crate::report::Failure;
 
 pub fn materialize(
     global: &GlobalConfig,
@@ -14,13 +15,25 @@ pub fn materialize(
 ) -> anyhow::Result<ExitStatus> {
     let start = std::time::Instant::now();
     let mut filled = fill_store(global, &config.walk)?;
-    let written = write_pycs(
+    let mut written = write_pycs(
         &filled.store,
         &filled.interpreter.profile,
         &filled.outcome.compiled,
         &config.write,
         global.jobs,
     )?;
+    if !written.corrupt.is_empty() && !config.write.dry_run {
+        recompile_corrupt(global, config, &mut filled, &mut written)?;
+    }
+    for (path, _, why) in written.corrupt.drain(..) {
+        written.failures.push(Failure {
+            path: path.display().to_string(),
+            line: None,
+            col: None,
+            error_type: "StoreError".to_owned(),
+            message: format!("stored code {why}; not written"),
+        });
+    }
     filled.store.record_written(&written.records)?;
     filled.store.checkpoint();
     // Orphans live beside sources; a prefix tree is left as it is.
@@ -67,4 +80,51 @@ pub fn materialize(
     };
     print(global, summary, verb)?;
     Ok(exit_status(&filled.outcome))
+}
+
+/// A corrupt blob is a miss: say so, drop it, compile those sources again
+/// and write their pycs; the run goes on as if it had been missing.
+fn recompile_corrupt(
+    global: &GlobalConfig,
+    config: &MaterializeConfig,
+    filled: &mut Filled,
+    written: &mut Written,
+) -> anyhow::Result<()> {
+    let corrupt = std::mem::take(&mut written.corrupt);
+    if global.verbosity != Verbosity::Quiet {
+        let mut stderr = std::io::stderr().lock();
+        for (path, _, why) in &corrupt {
+            writeln!(
+                stderr,
+                "warning: the stored code of `{}` {why}; compiling it again",
+                path.display()
+            )?;
+        }
+    }
+    let keys: Vec<_> = corrupt.iter().map(|(_, key, _)| *key).collect();
+    filled.store.remove_entries(&keys)?;
+    let mut walk = config.walk.clone();
+    walk.paths = corrupt.into_iter().map(|(path, _, _)| path).collect();
+    walk.paths.dedup();
+    let again = fill_store(global, &walk)?;
+    let rewritten = write_pycs(
+        &again.store,
+        &again.interpreter.profile,
+        &again.outcome.compiled,
+        &config.write,
+        global.jobs,
+    )?;
+    let summary = &mut filled.outcome.summary;
+    summary.compiled += again.outcome.summary.compiled;
+    summary.hits -= again.outcome.summary.compiled.min(summary.hits);
+    summary.workers_started += again.outcome.summary.workers_started;
+    summary.bytes_stored += again.outcome.summary.bytes_stored;
+    summary.failures.extend(again.outcome.summary.failures);
+    written.written += rewritten.written;
+    written.up_to_date += rewritten.up_to_date;
+    written.paths.extend(rewritten.paths);
+    written.records.extend(rewritten.records);
+    written.failures.extend(rewritten.failures);
+    written.corrupt.extend(rewritten.corrupt);
+    Ok(())
 }

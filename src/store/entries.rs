@@ -154,6 +154,24 @@ impl Store {
             .map_err(|source| self.sqlite_error(source))
     }
 
+    /// Removes the entries of `keys` (found corrupt), so they are compiled
+    /// again.
+    pub fn remove_entries(&mut self, keys: &[Key]) -> Result<(), Error> {
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut delete = tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?;
+                for key in keys {
+                    delete.execute([key.0.as_slice()])?;
+                }
+            }
+            tx.commit()
+        })();
+        result.map_err(|source| self.sqlite_error(source))
+    }
+
     /// Stores a batch of results in one short write transaction.
     pub fn write(&mut self, entries: &[NewEntry], failures: &[NewFailure]) -> Result<(), Error> {
         if entries.is_empty() && failures.is_empty() {

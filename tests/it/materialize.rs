@@ -467,3 +467,41 @@ fn git_branches_and_worktrees() {
     assert_eq!(tree["written"], 3);
     covered("git_branches_and_worktrees", &[python]);
 }
+
+/// A flipped byte in a stored blob is caught by its checksum: never
+/// written into a pyc, reported, compiled again and replaced.
+#[test]
+fn a_corrupt_blob_is_recompiled_not_written() {
+    let python = crate::support::any_python();
+    let env = TestEnv::new();
+    let source = env.write("proj/mod.py", "VALUE = [1, 2, 3]\n");
+    let mut command = env.rcache(&python, &["--json", "materialize", "proj"]);
+    assert_eq!(crate::support::run_json(&mut command).0["written"], 1);
+    let pyc = cache_path(&python, &source);
+    let good = std::fs::read(&pyc).unwrap();
+    std::fs::remove_file(&pyc).unwrap();
+    let conn = rusqlite::Connection::open(&env.store).unwrap();
+    let data: Vec<u8> = conn
+        .query_row("SELECT data FROM entries", [], |row| row.get(0))
+        .unwrap();
+    let mut flipped = data.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x40;
+    conn.execute("UPDATE entries SET data = ?1", [flipped])
+        .unwrap();
+    drop(conn);
+
+    let mut command = env.rcache(&python, &["--json", "materialize", "proj"]);
+    let (summary, output) = crate::support::run_json(&mut command);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("compiling it again"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(summary["compiled"], 1, "{summary}");
+    assert_eq!(summary["written"], 1);
+    assert_eq!(std::fs::read(&pyc).unwrap(), good);
+    assert_eq!(env.blobs().len(), 1, "the bad blob was replaced");
+    covered("a_corrupt_blob_is_recompiled_not_written", &[python]);
+}
