@@ -505,3 +505,50 @@ fn a_corrupt_blob_is_recompiled_not_written() {
     assert_eq!(env.blobs().len(), 1, "the bad blob was replaced");
     covered("a_corrupt_blob_is_recompiled_not_written", &[python]);
 }
+
+/// A `__pycache__` that is a file, and one the user cannot write (run as
+/// `nobody`: root writes anywhere), are reported with the path; every other
+/// pyc is written and the run exits 1.
+#[test]
+fn unwritable_pycache_is_reported_and_the_rest_done() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(python) = crate::support::system_python() else {
+        eprintln!("skipped: no /usr/bin/python3.X usable by nobody");
+        return;
+    };
+    let env = TestEnv::new();
+    env.share_with_nobody();
+    let ok = env.write("proj/ok/mod.py", "A = 1\n");
+    env.write("proj/file/mod.py", "B = 2\n");
+    env.write("proj/file/__pycache__", "a file, not a directory");
+    env.write("proj/locked/mod.py", "C = 3\n");
+    let locked = env.path().join("proj/locked/__pycache__");
+    std::fs::create_dir_all(&locked).unwrap();
+    for dir in ["proj", "proj/ok", "proj/file", "proj/locked"] {
+        let dir = env.path().join(dir);
+        std::os::unix::fs::chown(
+            &dir,
+            Some(crate::support::NOBODY),
+            Some(crate::support::NOBODY),
+        )
+        .unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let command = env.rcache(&python, &["--json", "materialize", "proj"]);
+    let mut command = crate::support::unprivileged(&command);
+    let (summary, output) = crate::support::run_json(&mut command);
+    assert_eq!(code(&output), 1, "{}", stderr(&output));
+    assert_eq!(summary["written"], 1, "{summary}");
+    let text = stderr(&output);
+    assert!(text.contains("proj/file/mod.py"), "{text}");
+    assert!(
+        text.contains("proj/locked/mod.py: PermissionError"),
+        "{text}"
+    );
+    assert!(cache_path(&python, &ok).is_file());
+    covered(
+        "unwritable_pycache_is_reported_and_the_rest_done",
+        &[python],
+    );
+}
