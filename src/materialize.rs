@@ -322,14 +322,9 @@ pub fn sweep_pycache_dirs(
             let path = entry.path();
             if !dry_run {
                 if let Err(err) = std::fs::remove_file(&path) {
-                    let error = crate::scan::io_error(path.clone(), &err);
-                    removed.failures.push(Failure {
-                        path: path.display().to_string(),
-                        line: None,
-                        col: None,
-                        error_type: error.error_type,
-                        message: error.message,
-                    });
+                    removed
+                        .failures
+                        .push(crate::scan::io_error(path.clone(), &err).into());
                     left += 1;
                     continue;
                 }

@@ -113,15 +113,13 @@ impl Pipeline<'_> {
         }
 
         tally(&mut summary, &sources, &states);
-        summary
-            .failures
-            .extend(read_errors.iter().chain(scan_errors).map(|error| Failure {
-                path: error.path.display().to_string(),
-                line: None,
-                col: None,
-                error_type: error.error_type.clone(),
-                message: error.message.clone(),
-            }));
+        summary.failures.extend(
+            read_errors
+                .iter()
+                .chain(scan_errors)
+                .cloned()
+                .map(Failure::from),
+        );
         // Unreadable files, and paths that could not be walked (loops, dangling
         // links), fail at every level asked.
         summary.failed += (read_errors.len() + scan_errors.len()) as u64 * self.levels.len() as u64;

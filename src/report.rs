@@ -9,6 +9,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::scan::ScanError;
 use crate::store::StoredFailure;
 
 /// The outcome of a run over files.
@@ -75,6 +76,19 @@ impl Failure {
             col: failure.col,
             error_type: failure.error_type.clone(),
             message: failure.message.clone(),
+        }
+    }
+}
+
+impl From<ScanError> for Failure {
+    /// A path that could not be walked, read, written or removed.
+    fn from(error: ScanError) -> Self {
+        Self {
+            path: error.path.display().to_string(),
+            line: None,
+            col: None,
+            error_type: error.error_type,
+            message: error.message,
         }
     }
 }

@@ -47,13 +47,7 @@ pub fn clean(global: &GlobalConfig, config: &CleanConfig) -> anyhow::Result<Exit
     };
     summary
         .failures
-        .extend(found.errors.iter().map(|error| Failure {
-            path: error.path.display().to_string(),
-            line: None,
-            col: None,
-            error_type: error.error_type.clone(),
-            message: error.message.clone(),
-        }));
+        .extend(found.errors.into_iter().map(Failure::from));
     summary.failed = summary.failures.len() as u64;
     summary.seconds = start.elapsed().as_secs_f64();
     let verb = if config.dry_run {
@@ -75,14 +69,9 @@ fn remove_file(path: PathBuf, dry_run: bool, removed: &mut Removed) {
     }
     if !dry_run {
         if let Err(err) = std::fs::remove_file(&path) {
-            let error = crate::scan::io_error(path.clone(), &err);
-            removed.failures.push(Failure {
-                path: path.display().to_string(),
-                line: None,
-                col: None,
-                error_type: error.error_type,
-                message: error.message,
-            });
+            removed
+                .failures
+                .push(crate::scan::io_error(path.clone(), &err).into());
             return;
         }
         // Drop the directory if that left it empty (fails harmlessly if not).
