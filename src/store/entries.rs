@@ -1,6 +1,6 @@
 //! Compiled code and remembered failures, by key.
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
 
 use super::{Error, Store, unix_now};
 use crate::key::Key;
@@ -157,19 +157,13 @@ impl Store {
     /// Removes the entries of `keys` (found corrupt), so they are compiled
     /// again.
     pub fn remove_entries(&mut self, keys: &[Key]) -> Result<(), Error> {
-        let result = (|| {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut delete = tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?;
-                for key in keys {
-                    delete.execute([key.0.as_slice()])?;
-                }
+        self.write_transaction(|tx| {
+            let mut delete = tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?;
+            for key in keys {
+                delete.execute([key.0.as_slice()])?;
             }
-            tx.commit()
-        })();
-        result.map_err(|source| self.sqlite_error(source))
+            Ok(())
+        })
     }
 
     /// Stores a batch of results in one short write transaction.
@@ -178,11 +172,7 @@ impl Store {
             return Ok(());
         }
         let now = unix_now();
-        let result = (|| {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
+        self.write_transaction(|tx| {
                 let mut insert = tx.prepare_cached(
                     "INSERT OR REPLACE INTO entries
                      (key, profile_id, optimize, raw_size, checksum, data, warnings, created, last_used)
@@ -217,10 +207,8 @@ impl Store {
                         now,
                     ])?;
                 }
-            }
-            tx.commit()
-        })();
-        result.map_err(|source| self.sqlite_error(source))
+            Ok(())
+        })
     }
 
     /// Ends a run: refreshes the last-use time of `used` keys and adds
@@ -232,31 +220,25 @@ impl Store {
             return Ok(());
         }
         let now = unix_now();
-        let result = (|| {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut touch_entry =
-                    tx.prepare_cached("UPDATE entries SET last_used = ?1 WHERE key = ?2")?;
-                let mut touch_failure =
-                    tx.prepare_cached("UPDATE failures SET last_used = ?1 WHERE key = ?2")?;
-                for key in used {
-                    if touch_entry.execute(params![now, key.0.as_slice()])? == 0 {
-                        touch_failure.execute(params![now, key.0.as_slice()])?;
-                    }
-                }
-                let mut add = tx.prepare_cached(
-                    "INSERT INTO counters (name, value) VALUES (?1, ?2)
-                     ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-                )?;
-                for (name, delta) in counters {
-                    add.execute(params![name, i64::try_from(*delta).unwrap_or(i64::MAX)])?;
+        self.write_transaction(|tx| {
+            let mut touch_entry =
+                tx.prepare_cached("UPDATE entries SET last_used = ?1 WHERE key = ?2")?;
+            let mut touch_failure =
+                tx.prepare_cached("UPDATE failures SET last_used = ?1 WHERE key = ?2")?;
+            for key in used {
+                if touch_entry.execute(params![now, key.0.as_slice()])? == 0 {
+                    touch_failure.execute(params![now, key.0.as_slice()])?;
                 }
             }
-            tx.commit()
-        })();
-        result.map_err(|source| self.sqlite_error(source))
+            let mut add = tx.prepare_cached(
+                "INSERT INTO counters (name, value) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            )?;
+            for (name, delta) in counters {
+                add.execute(params![name, i64::try_from(*delta).unwrap_or(i64::MAX)])?;
+            }
+            Ok(())
+        })
     }
 }
 

@@ -149,6 +149,23 @@ impl Store {
         }
     }
 
+    /// Runs `work` in one short `BEGIN IMMEDIATE` transaction (see
+    /// "Locking") and commits it.
+    fn write_transaction<T>(
+        &mut self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, Error> {
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let value = work(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        result.map_err(|source| self.sqlite_error(source))
+    }
+
     fn sqlite_error(&self, source: rusqlite::Error) -> Error {
         Error::Sqlite {
             path: self.path.clone(),

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
 
 use super::{Error, Store, unix_now};
 use crate::interpreter::{FileIdentity, Profile, SourceHash};
@@ -95,10 +95,7 @@ impl Store {
 
     /// The id of `profile`, inserting it if it is new.
     pub fn profile_id(&mut self, profile: &Profile) -> Result<i64, Error> {
-        let result = (|| {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write_transaction(|tx| {
             let columns = params![
                 profile.implementation,
                 profile.version,
@@ -112,15 +109,12 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 columns,
             )?;
-            let id = tx.query_row(
+            tx.query_row(
                 "SELECT id FROM profiles WHERE implementation = ?1 AND version = ?2
                  AND cache_tag = ?3 AND magic = ?4 AND source_hash = ?5",
                 columns,
                 |row| row.get(0),
-            )?;
-            tx.commit()?;
-            Ok(id)
-        })();
-        result.map_err(|source| self.sqlite_error(source))
+            )
+        })
     }
 }

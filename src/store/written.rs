@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
 
 use super::{Error, Store};
 use crate::identity::FileIdentity;
@@ -64,34 +64,28 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
-        let result = (|| {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO written_pycs
+        self.write_transaction(|tx| {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO written_pycs
                      (pyc_path, key, mode, source_size, source_mtime_ns, pyc_device, pyc_inode,
                       pyc_size, pyc_mtime_ns, pyc_ctime_ns)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )?;
-                for (path, record) in records {
-                    insert.execute(params![
-                        path.as_os_str().as_encoded_bytes(),
-                        record.key.0.as_slice(),
-                        record.mode,
-                        record.source_size as i64,
-                        record.source_mtime_ns,
-                        record.pyc.device as i64,
-                        record.pyc.inode as i64,
-                        record.pyc.size as i64,
-                        record.pyc.mtime_ns,
-                        record.pyc.ctime_ns,
-                    ])?;
-                }
+            )?;
+            for (path, record) in records {
+                insert.execute(params![
+                    path.as_os_str().as_encoded_bytes(),
+                    record.key.0.as_slice(),
+                    record.mode,
+                    record.source_size as i64,
+                    record.source_mtime_ns,
+                    record.pyc.device as i64,
+                    record.pyc.inode as i64,
+                    record.pyc.size as i64,
+                    record.pyc.mtime_ns,
+                    record.pyc.ctime_ns,
+                ])?;
             }
-            tx.commit()
-        })();
-        result.map_err(|source| self.sqlite_error(source))
+            Ok(())
+        })
     }
 }

@@ -1,9 +1,7 @@
 //! `rcache materialize`: pycs that CPython takes as its own.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use crate::support::{Python, TestEnv, code, copy_stdlib, covered, py_files, pythons, stderr};
 
@@ -22,27 +20,12 @@ sys.stdout.buffer.write(external._code_to_timestamp_pyc(code, int(stat.st_mtime)
 
 /// Reads source paths on stdin; loads each through the import system's own
 /// `SourceFileLoader.get_code`, with recompiling forbidden, and checks the
-/// code equals a fresh compile (every field, filenames and line tables).
-/// Prints what fails.
+/// code equals a fresh compile (`support::SAME_CODE`, prepended). Prints
+/// what fails.
 const ACCEPTED: &str = r"
 import sys
 from importlib import machinery
 from importlib import _bootstrap_external as external
-FIELDS = ('co_argcount', 'co_posonlyargcount', 'co_kwonlyargcount', 'co_nlocals',
-          'co_stacksize', 'co_flags', 'co_code', 'co_names', 'co_varnames', 'co_freevars',
-          'co_cellvars', 'co_filename', 'co_name', 'co_qualname', 'co_firstlineno',
-          'co_lnotab', 'co_linetable', 'co_exceptiontable')
-def same(left, right):
-    if type(left) is not type(right):
-        return False
-    if hasattr(left, 'co_code'):
-        return all(same(getattr(left, name, None), getattr(right, name, None)) for name in FIELDS) \
-            and same(left.co_consts, right.co_consts)
-    if isinstance(left, (tuple, list)):
-        return len(left) == len(right) and all(same(a, b) for a, b in zip(left, right))
-    if isinstance(left, float) and left != left:
-        return right != right
-    return left == right
 original = external.SourceLoader.source_to_code
 def refuse(*args, **kwargs):
     raise AssertionError('recompiled')
@@ -136,52 +119,22 @@ fn loader_problems(python: &Python, sources: &[&PathBuf]) -> String {
     for source in sources {
         let _ = writeln!(listing, "{}", source.display());
     }
-    let mut child = python
-        .command()
-        .args(["-c", ACCEPTED])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(listing.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    let script = format!("{}{ACCEPTED}", crate::support::SAME_CODE);
+    crate::support::python_with_input(python, &[], &script, &listing)
 }
 
 fn differing_from_pristine(python: &Python, sources: &[&PathBuf]) -> Vec<PathBuf> {
-    let next = Mutex::new(sources.iter());
-    let differing = Mutex::new(Vec::new());
-    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get) + 1;
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                loop {
-                    let Some(source) = next.lock().unwrap().next() else {
-                        return;
-                    };
-                    let output = python
-                        .command()
-                        .args(["-S", "-s", "-c", PRISTINE_PYC])
-                        .arg(source)
-                        .output()
-                        .unwrap();
-                    assert!(output.status.success(), "{}", stderr(&output));
-                    let ours = std::fs::read(cache_path(python, source)).unwrap();
-                    if ours != output.stdout {
-                        differing.lock().unwrap().push((*source).clone());
-                    }
-                }
-            });
-        }
-    });
-    differing.into_inner().unwrap()
+    crate::support::parallel_filter_map(sources, |source| {
+        let output = python
+            .command()
+            .args(["-S", "-s", "-c", PRISTINE_PYC])
+            .arg(source)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        let ours = std::fs::read(cache_path(python, source)).unwrap();
+        (ours != output.stdout).then(|| (*source).clone())
+    })
 }
 
 /// The hash modes, a prefix and -O 1/2 on a small project with awkward

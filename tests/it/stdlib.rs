@@ -9,7 +9,6 @@
 //!   same bytes, and each blob loads equal to CPython's own compile.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use crate::support::{KeyParams, Python, TestEnv, code, copy_stdlib, covered, pythons, stderr};
 
@@ -112,39 +111,25 @@ fn compare_with_pristine(python: &Python, warmed: &Warmed) -> Vec<PathBuf> {
     let blobs = warmed.env.blobs();
     let files = crate::support::py_files(&warmed.root);
     assert_eq!(files.len(), warmed.files);
-    let next = Mutex::new(files.iter());
-    let mismatches = Mutex::new(Vec::new());
-    let compared = Mutex::new(0usize);
-    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get) + 1;
     let context = KeyParams::of(python);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                loop {
-                    let Some(path) = next.lock().unwrap().next() else {
-                        return;
-                    };
-                    let source = std::fs::read(path).unwrap();
-                    let key = context.key(0, &source);
-                    let Some(stored) = blobs.get(&key.to_hex()) else {
-                        continue; // a file that does not compile
-                    };
-                    let pristine = pristine_compile(python, path, &key.placeholder_filename());
-                    *compared.lock().unwrap() += 1;
-                    if &pristine != stored {
-                        mismatches.lock().unwrap().push(path.clone());
-                    }
-                }
-            });
-        }
+    let compared = crate::support::parallel_filter_map(&files, |path| {
+        let source = std::fs::read(path).unwrap();
+        let key = context.key(0, &source);
+        // A file that does not compile has no blob.
+        let stored = blobs.get(&key.to_hex())?;
+        let pristine = pristine_compile(python, path, &key.placeholder_filename());
+        Some((path.clone(), &pristine == stored))
     });
-    let compared = compared.into_inner().unwrap();
     assert_eq!(
-        compared as u64 + warmed.failed,
+        compared.len() as u64 + warmed.failed,
         warmed.files as u64,
         "every compiled file was compared"
     );
-    mismatches.into_inner().unwrap()
+    compared
+        .into_iter()
+        .filter(|(_, same)| !same)
+        .map(|(path, _)| path)
+        .collect()
 }
 
 fn pristine_compile(python: &Python, path: &Path, filename: &str) -> Vec<u8> {
@@ -164,29 +149,11 @@ fn pristine_compile(python: &Python, path: &Path, filename: &str) -> Vec<u8> {
     output.stdout
 }
 
-/// Loads each stored blob and compares it, deeply, with the code object the
-/// interpreter compiles itself: every `co_*` field, filenames and line
-/// tables included. Reads `source\tblob\tfilename` lines on stdin and prints
+/// Loads each stored blob and compares it (`support::SAME_CODE`, prepended)
+/// with the code object the interpreter compiles itself. Reads `source\tblob\tfilename` lines on stdin and prints
 /// the sources that differ.
 const LOAD_EQUAL: &str = r"
 import marshal, sys
-FIELDS = ('co_argcount', 'co_posonlyargcount', 'co_kwonlyargcount', 'co_nlocals',
-          'co_stacksize', 'co_flags', 'co_code', 'co_names', 'co_varnames', 'co_freevars',
-          'co_cellvars', 'co_filename', 'co_name', 'co_qualname', 'co_firstlineno',
-          'co_lnotab', 'co_linetable', 'co_exceptiontable')
-def same(left, right):
-    if type(left) is not type(right):
-        return False
-    if hasattr(left, 'co_code'):
-        return all(same(getattr(left, name, None), getattr(right, name, None)) for name in FIELDS) \
-            and same(left.co_consts, right.co_consts)
-    if isinstance(left, (tuple, list)):
-        return len(left) == len(right) and all(same(a, b) for a, b in zip(left, right))
-    if isinstance(left, (frozenset, set)):
-        return left == right
-    if isinstance(left, float) and left != left:
-        return right != right
-    return left == right
 for line in sys.stdin:
     source, blob, filename = line.rstrip('\n').split('\t')
     with open(source, 'rb') as handle:
@@ -202,7 +169,6 @@ for line in sys.stdin:
 /// itself.
 fn check_deterministic_and_load_equal(python: &Python, warmed: &Warmed) {
     use std::fmt::Write as _;
-    use std::io::Write as _;
     {
         let (env, root) = (&warmed.env, &warmed.root);
 
@@ -254,23 +220,8 @@ fn check_deterministic_and_load_equal(python: &Python, warmed: &Warmed) {
                 );
             }
         }
-        let mut child = python
-            .command()
-            .args(["-S", "-s", "-c", LOAD_EQUAL])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(listing.as_bytes())
-            .unwrap();
-        let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "{}", stderr(&output));
-        let differing = String::from_utf8_lossy(&output.stdout);
+        let script = format!("{}{LOAD_EQUAL}", crate::support::SAME_CODE);
+        let differing = crate::support::python_with_input(python, &["-S", "-s"], &script, &listing);
         assert!(
             differing.trim().is_empty(),
             "{}: load differently:\n{differing}",

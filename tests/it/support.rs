@@ -466,3 +466,75 @@ impl TestEnv {
             .unwrap()
     }
 }
+
+/// Python source defining `same(left, right)`: deep equality of code
+/// objects, every `co_*` field (filenames and line tables included) and
+/// nested constants, NaN equal to NaN.
+pub const SAME_CODE: &str = r"
+FIELDS = ('co_argcount', 'co_posonlyargcount', 'co_kwonlyargcount', 'co_nlocals',
+          'co_stacksize', 'co_flags', 'co_code', 'co_names', 'co_varnames', 'co_freevars',
+          'co_cellvars', 'co_filename', 'co_name', 'co_qualname', 'co_firstlineno',
+          'co_lnotab', 'co_linetable', 'co_exceptiontable')
+def same(left, right):
+    if type(left) is not type(right):
+        return False
+    if hasattr(left, 'co_code'):
+        return all(same(getattr(left, name, None), getattr(right, name, None)) for name in FIELDS) \
+            and same(left.co_consts, right.co_consts)
+    if isinstance(left, (tuple, list)):
+        return len(left) == len(right) and all(same(a, b) for a, b in zip(left, right))
+    if isinstance(left, float) and left != left:
+        return right != right
+    return left == right
+";
+
+/// Runs `python OPTIONS -c SCRIPT` with `input` on stdin; it must succeed.
+/// Returns its stdout.
+pub fn python_with_input(python: &Python, options: &[&str], script: &str, input: &str) -> String {
+    use std::io::Write as _;
+    let mut child = python
+        .command()
+        .args(options)
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `work` over `items` on one thread more than there are CPUs (the work is
+/// mostly waiting for child processes); the `Some` results, in no order.
+pub fn parallel_filter_map<T: Sync, R: Send>(
+    items: &[T],
+    work: impl Fn(&T) -> Option<R> + Sync,
+) -> Vec<R> {
+    let next = std::sync::Mutex::new(items.iter());
+    let results = std::sync::Mutex::new(Vec::new());
+    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get) + 1;
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let Some(item) = next.lock().unwrap().next() else {
+                        return;
+                    };
+                    if let Some(result) = work(item) {
+                        results.lock().unwrap().push(result);
+                    }
+                }
+            });
+        }
+    });
+    results.into_inner().unwrap()
+}
