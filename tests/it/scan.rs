@@ -136,13 +136,7 @@ fn a_named_virtualenv_is_walked_despite_its_own_gitignore() {
 
     // A real one, made by the interpreter; `*` added as 3.13 and uv do.
     let venv = env.path().join("proj/.venv");
-    let made = python
-        .command()
-        .args(["-m", "venv", "--without-pip"])
-        .arg(&venv)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", stderr(&made));
+    make_venv(&python, &venv);
     if !venv.join(".gitignore").exists() {
         env.write("proj/.venv/.gitignore", "*\n");
     }
@@ -214,13 +208,7 @@ fn a_named_directory_inside_a_virtualenv_is_walked() {
     let python = any_python();
     let env = TestEnv::new();
     let venv = env.path().join(".venv");
-    let made = python
-        .command()
-        .args(["-m", "venv", "--without-pip"])
-        .arg(&venv)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", stderr(&made));
+    make_venv(&python, &venv);
     if !venv.join(".gitignore").exists() {
         env.write(".venv/.gitignore", "*\n");
     }
@@ -467,13 +455,7 @@ fn a_virtualenv_for_another_python_is_warned_about() {
     let env = TestEnv::new();
     env.write("proj/app.py", "A = 1\n");
     let venv = env.path().join("proj/oldenv");
-    let made = other
-        .command()
-        .args(["-m", "venv", "--without-pip"])
-        .arg(&venv)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", stderr(&made));
+    make_venv(&other, &venv);
     let module = site_packages(&venv).join("pkg/mod.py");
     std::fs::create_dir_all(module.parent().unwrap()).unwrap();
     std::fs::write(&module, "B = 2\n").unwrap();
@@ -501,13 +483,7 @@ fn a_virtualenv_for_another_python_is_warned_about() {
     }
 
     let own = env.path().join("proj/ownenv");
-    let made = python
-        .command()
-        .args(["-m", "venv", "--without-pip"])
-        .arg(&own)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", stderr(&made));
+    make_venv(&python, &own);
     let output = env
         .rcache(&python, &["warm", "proj/ownenv"])
         .output()
@@ -518,4 +494,15 @@ fn a_virtualenv_for_another_python_is_warned_about() {
         "a_virtualenv_for_another_python_is_warned_about",
         &[python, other],
     );
+}
+
+/// A real virtualenv at `dir`, made by `python -m venv` (without pip).
+fn make_venv(python: &Python, dir: &Path) {
+    let made = python
+        .command()
+        .args(["-m", "venv", "--without-pip"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
 }
