@@ -2,18 +2,41 @@
 //!
 //! A key is blake3 over everything that changes the bytecode CPython makes
 //! from a source, and nothing else: path, mtime and checkout never enter it,
-//! so the same content anywhere shares one entry.
+//! so the same content anywhere shares one entry. The source enters through
+//! its own blake3 hash, its [`ContentHash`]: that hash does not depend on the
+//! interpreter, so the store can remember it per file (`sources` table) and
+//! key an unchanged file for any interpreter without reading it.
 
 use std::fmt;
 
 /// Bump when the meaning of stored bytes changes for the same inputs (the
 /// way the worker compiles, the placeholder filename), so old entries are
 /// never taken for new ones.
-pub const KEY_VERSION: u32 = 1;
+pub const KEY_VERSION: u32 = 2;
 
 /// A 32-byte blake3 content key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key(pub [u8; 32]);
+
+/// blake3 of a source's bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ContentHash(pub [u8; 32]);
+
+impl ContentHash {
+    pub fn of(source: &[u8]) -> Self {
+        Self(*blake3::hash(source).as_bytes())
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ContentHash({})",
+            blake3::Hash::from_bytes(self.0).to_hex()
+        )
+    }
+}
 
 /// What of an interpreter enters the key: its cache tag and magic number.
 #[derive(Debug, Clone, Copy)]
@@ -25,8 +48,9 @@ pub struct KeyContext<'a> {
 }
 
 impl KeyContext<'_> {
-    /// The key of `source` compiled at optimization level `optimize`.
-    pub fn key(&self, optimize: u8, source: &[u8]) -> Key {
+    /// The key of the source hashing to `content`, compiled at optimization
+    /// level `optimize`.
+    pub fn key(&self, optimize: u8, content: &ContentHash) -> Key {
         let mut hasher = blake3::Hasher::new();
         hasher.update(&KEY_VERSION.to_le_bytes());
         // Length-prefix the variable-size field so no two inputs collide.
@@ -34,7 +58,7 @@ impl KeyContext<'_> {
         hasher.update(self.cache_tag.as_bytes());
         hasher.update(&self.magic);
         hasher.update(&[optimize]);
-        hasher.update(source);
+        hasher.update(&content.0);
         Key(*hasher.finalize().as_bytes())
     }
 }
@@ -42,13 +66,7 @@ impl KeyContext<'_> {
 impl Key {
     /// Lower-case hex, as shown to users and used in placeholders.
     pub fn to_hex(&self) -> String {
-        use fmt::Write;
-        self.0
-            .iter()
-            .fold(String::with_capacity(64), |mut hex, byte| {
-                let _ = write!(hex, "{byte:02x}");
-                hex
-            })
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
     }
 
     /// The `co_filename` stored code is compiled under. It cannot occur in
@@ -88,31 +106,35 @@ mod tests {
         magic: [0xcb, 0x0d, 0x0d, 0x0a],
     };
 
+    fn key(context: KeyContext<'_>, optimize: u8, source: &[u8]) -> Key {
+        context.key(optimize, &ContentHash::of(source))
+    }
+
     #[test]
     fn same_inputs_same_key() {
-        assert_eq!(CONTEXT.key(0, b"x = 1\n"), CONTEXT.key(0, b"x = 1\n"));
+        assert_eq!(key(CONTEXT, 0, b"x = 1\n"), key(CONTEXT, 0, b"x = 1\n"));
     }
 
     #[test]
     fn every_input_changes_the_key() {
-        let base = CONTEXT.key(0, b"x = 1\n");
-        assert_ne!(base, CONTEXT.key(1, b"x = 1\n"));
-        assert_ne!(base, CONTEXT.key(0, b"x = 2\n"));
+        let base = key(CONTEXT, 0, b"x = 1\n");
+        assert_ne!(base, key(CONTEXT, 1, b"x = 1\n"));
+        assert_ne!(base, key(CONTEXT, 0, b"x = 2\n"));
         let other_tag = KeyContext {
             cache_tag: "cpython-311",
             ..CONTEXT
         };
-        assert_ne!(base, other_tag.key(0, b"x = 1\n"));
+        assert_ne!(base, key(other_tag, 0, b"x = 1\n"));
         let other_magic = KeyContext {
             magic: [0xa7, 0x0d, 0x0d, 0x0a],
             ..CONTEXT
         };
-        assert_ne!(base, other_magic.key(0, b"x = 1\n"));
+        assert_ne!(base, key(other_magic, 0, b"x = 1\n"));
     }
 
     #[test]
     fn placeholder_is_ascii_and_short() {
-        let placeholder = CONTEXT.key(0, b"").placeholder_filename();
+        let placeholder = key(CONTEXT, 0, b"").placeholder_filename();
         assert!(placeholder.is_ascii());
         assert!(placeholder.len() < 256, "fits a short-ascii marshal record");
     }

@@ -19,11 +19,13 @@ pub mod key;
 pub mod logging;
 pub mod marshal;
 pub mod materialize;
+pub mod parallel;
 pub mod pipeline;
 pub mod progress;
 pub mod pyc;
 pub mod report;
 pub mod scan;
+pub mod source;
 pub mod store;
 
 use std::process::ExitCode;

@@ -10,6 +10,7 @@
 //! the source. As `py_compile` does, a pyc path that is a symlink is never
 //! written through.
 
+use std::collections::HashSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -17,9 +18,10 @@ use crate::identity::FileIdentity;
 use crate::interpreter::Profile;
 use crate::key::Key;
 use crate::marshal::rewrite_filename;
-use crate::pipeline::Source;
-use crate::pyc::{self, Mode, SourceStamp};
+use crate::parallel;
+use crate::pyc::{self, Mode, SourceStamp, Validation};
 use crate::report::Failure;
+use crate::source::Source;
 use crate::store::{Blob, Store, StoredCode, StoredFailure, WrittenPyc};
 
 /// Where and how to write.
@@ -55,7 +57,6 @@ struct PycJob<'a> {
     key: Key,
     target: PathBuf,
     blob: Blob,
-    header: [u8; 16],
 }
 
 /// What building and writing one pyc gave.
@@ -88,22 +89,29 @@ pub fn write_pycs(
             pyc,
         }
     };
+    let wanted: Vec<(&Source, u8, Key)> = compiled
+        .iter()
+        .flat_map(|(source, levels)| levels.iter().map(move |&(level, key)| (source, level, key)))
+        .collect();
+    let on_disk = parallel::map(&wanted, threads, |&(source, level, _)| {
+        let target = pyc::cache_path(
+            &source.path,
+            &profile.cache_tag,
+            level,
+            options.prefix.as_deref(),
+        );
+        let identity = std::fs::symlink_metadata(&target)
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .map(|metadata| FileIdentity::from_metadata(&metadata));
+        (target, identity)
+    });
     let mut jobs = Vec::new();
-    for (source, levels) in compiled {
-        for &(level, key) in levels {
-            let target = pyc::cache_path(
-                &source.path,
-                &profile.cache_tag,
-                level,
-                options.prefix.as_deref(),
-            );
+    store.reading(|| -> anyhow::Result<()> {
+        for ((source, _, key), (target, identity)) in wanted.into_iter().zip(on_disk) {
             // The fast no-op: the pyc is the very file rcache wrote for this
             // code, header and source stamp, untouched since.
-            let on_disk = std::fs::symlink_metadata(&target)
-                .ok()
-                .filter(std::fs::Metadata::is_file)
-                .map(|metadata| FileIdentity::from_metadata(&metadata));
-            if let Some(identity) = on_disk {
+            if let Some(identity) = identity {
                 if store.written_pyc(&target)? == Some(record(source, key, identity)) {
                     written.up_to_date += 1;
                     continue;
@@ -115,22 +123,18 @@ pub fn write_pycs(
                     .push(failure(&source.path, "stored code vanished".to_owned()));
                 continue;
             };
-            let header = pyc::header(
-                profile,
-                options.mode,
-                SourceStamp::of(&source.metadata),
-                &source.bytes,
-            );
             jobs.push(PycJob {
                 source,
                 key,
                 target,
                 blob,
-                header,
             });
         }
-    }
-    let results = run_parallel(&jobs, threads, |job| build_and_write(job, options.dry_run));
+        Ok(())
+    })?;
+    let results = parallel::map(&jobs, threads, |job| {
+        build_and_write(job, profile, options.mode, options.dry_run)
+    });
     for (job, result) in jobs.into_iter().zip(results) {
         match result {
             PycResult::Done(changed, identity) => {
@@ -156,8 +160,18 @@ pub fn write_pycs(
     Ok(written)
 }
 
-fn build_and_write(job: &PycJob<'_>, dry_run: bool) -> PycResult {
+fn build_and_write(job: &PycJob<'_>, profile: &Profile, mode: Mode, dry_run: bool) -> PycResult {
     let path = &job.source.path;
+    let validation = match mode {
+        Mode::Timestamp => Validation::Timestamp(SourceStamp::of(&job.source.metadata)),
+        Mode::CheckedHash | Mode::UncheckedHash => match job.source.bytes() {
+            Ok(bytes) => Validation::Hash {
+                checked: mode == Mode::CheckedHash,
+                hash: pyc::source_hash(profile, bytes),
+            },
+            Err(error) => return PycResult::Failed(error.into()),
+        },
+    };
     let code = match job.blob.decode() {
         StoredCode::Found(code) => code,
         StoredCode::Corrupt(why) => return PycResult::Corrupt(why),
@@ -170,7 +184,7 @@ fn build_and_write(job: &PycJob<'_>, dry_run: bool) -> PycResult {
         ));
     };
     let mut bytes = Vec::with_capacity(16 + body.len());
-    bytes.extend_from_slice(&job.header);
+    bytes.extend_from_slice(&pyc::header(profile.magic, validation));
     bytes.extend_from_slice(&body);
     match write_if_changed(&job.target, &bytes, &job.source.metadata, dry_run) {
         Ok(changed) => {
@@ -191,25 +205,6 @@ fn build_and_write(job: &PycJob<'_>, dry_run: bool) -> PycResult {
             })
         }
     }
-}
-
-/// `work` over `items` on up to `threads` threads; results in item order.
-fn run_parallel<T: Sync, R: Send>(
-    items: &[T],
-    threads: usize,
-    work: impl Fn(&T) -> R + Sync,
-) -> Vec<R> {
-    let chunk = items.len().div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| scope.spawn(|| part.iter().map(&work).collect::<Vec<R>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| handle.join().expect("a pyc writer thread panicked"))
-            .collect()
-    })
 }
 
 /// A store problem with the code of `path`: reported, nothing written.
@@ -282,9 +277,10 @@ pub struct Removed {
 
 /// Which pycs in `__pycache__` dirs to remove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sweep {
-    /// Those whose source `NAME.py` is gone (git leaves them behind).
-    Orphans,
+pub enum Sweep<'a> {
+    /// Those whose source `NAME.py` is gone (git leaves them behind): not
+    /// among the files just `walked`, and not on disk.
+    Orphans { walked: &'a HashSet<PathBuf> },
     /// Every pyc of this interpreter (`rcache clean`).
     All,
 }
@@ -296,7 +292,7 @@ pub enum Sweep {
 pub fn sweep_pycache_dirs(
     pycache_dirs: &[PathBuf],
     cache_tag: &str,
-    sweep: Sweep,
+    sweep: Sweep<'_>,
     dry_run: bool,
 ) -> Removed {
     let mut removed = Removed::default();
@@ -315,7 +311,11 @@ pub fn sweep_pycache_dirs(
             let mut source_name = stem.to_vec();
             source_name.extend_from_slice(b".py");
             let source = source_dir.join(crate::pyc::os_string_from_bytes(source_name));
-            if sweep == Sweep::Orphans && source.exists() {
+            let has_source = match sweep {
+                Sweep::Orphans { walked } => walked.contains(&source) || source.exists(),
+                Sweep::All => false,
+            };
+            if has_source {
                 left += 1;
                 continue;
             }

@@ -2,19 +2,18 @@
 //! compile only the misses, store the results in batches.
 //!
 //! ```text
-//! files ──read+blake3──▶ keys ──lookup──┬─ hit / remembered failure
-//!                                       └─ miss ─▶ pool ─▶ batched store writes
+//! files ──read+blake3 (or recall)──▶ keys ──lookup──┬─ hit / remembered failure
+//!                                                   └─ miss ─▶ pool ─▶ batched store writes
 //! ```
-//! The bytes hashed are the bytes sent to the compiler: nothing is read
-//! twice, so an edit during the run cannot pair a key with other code.
-//! Content met under several paths is compiled once.
+//! The bytes sent to the compiler are the bytes hashed (`source.rs` checks
+//! a file keyed from its record still hashes the same when read), so an
+//! edit during the run cannot pair a key with other code. Content met under
+//! several paths is compiled once.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::compile::{Fault, Job, LevelResult, Pool, PoolOptions};
@@ -22,9 +21,11 @@ use crate::env_vars;
 use crate::interpreter::Profile;
 use crate::interrupt;
 use crate::key::Key;
+use crate::parallel;
 use crate::progress::Reporter;
 use crate::report::{Failure, Summary, normalize_warnings, warnings_for};
-use crate::scan::{ScanError, io_error};
+use crate::scan::ScanError;
+use crate::source::{Keyed, Source, key_all};
 use crate::store::{Lookup, NewEntry, NewFailure, Store, StoredFailure};
 
 /// zstd level for stored code: marshal data compresses about 3x at level 3,
@@ -52,17 +53,6 @@ pub struct Outcome {
     pub interrupted: bool,
     /// Every source read, with the levels whose code is in the store.
     pub compiled: Vec<(Source, Vec<(u8, Key)>)>,
-}
-
-/// A source read once, with its key at each level.
-pub struct Source {
-    pub path: PathBuf,
-    /// The bytes read, hashed and compiled.
-    pub bytes: Arc<[u8]>,
-    /// What the file's metadata said when it was opened.
-    pub metadata: std::fs::Metadata,
-    /// The key at each level of [`Pipeline::levels`].
-    pub keys: Vec<Key>,
 }
 
 /// What the lookups found: the state of every key, the keys whose last-use
@@ -95,15 +85,32 @@ impl Pipeline<'_> {
     pub fn run(mut self, files: &[PathBuf], scan_errors: &[ScanError]) -> anyhow::Result<Outcome> {
         let start = Instant::now();
         let mut summary = Summary::default();
-        let (sources, read_errors) = read_all(files, self.profile, self.levels, self.pool.workers);
+        let Keyed {
+            mut sources,
+            read,
+            errors: mut read_errors,
+            to_remember,
+        } = key_all(
+            self.store,
+            files,
+            self.profile,
+            self.levels,
+            self.pool.workers,
+        )?;
+        tracing::debug!(
+            "keyed {} sources: {read} read, {} unchanged since the store's record of them",
+            sources.len(),
+            sources.len() - read
+        );
+        self.store.record_sources(&to_remember)?;
         summary.files = files.len() as u64;
-        summary.bytes_source = sources.iter().map(|source| source.bytes.len() as u64).sum();
+        summary.bytes_source = sources.iter().map(|source| source.metadata.len()).sum();
 
         let Plan {
             mut states,
             stale,
             jobs,
-        } = self.plan(&sources)?;
+        } = self.plan(&mut sources, &mut read_errors)?;
         let mut interrupted = false;
         if !jobs.is_empty() {
             let (started, stored_bytes) = self.compile(jobs, &sources, &mut states)?;
@@ -163,12 +170,17 @@ impl Pipeline<'_> {
     }
 
     /// Looks every key up once (content under several paths shares its
-    /// keys) and makes one job per source with misses.
-    fn plan(&self, sources: &[Source]) -> anyhow::Result<Plan> {
+    /// keys) and makes one job per content with misses. A source keyed from
+    /// its record is read now if it has misses; one that can no longer be
+    /// read moves to `read_errors`.
+    fn plan(
+        &self,
+        sources: &mut Vec<Source>,
+        read_errors: &mut Vec<ScanError>,
+    ) -> anyhow::Result<Plan> {
         let mut plan = Plan::default();
-        for (index, source) in sources.iter().enumerate() {
-            let mut targets = Vec::new();
-            for (&level, key) in self.levels.iter().zip(&source.keys) {
+        self.store.reading(|| -> anyhow::Result<()> {
+            for key in sources.iter().flat_map(|source| &source.keys) {
                 let Entry::Vacant(vacant) = plan.states.entry(*key) else {
                     continue; // the same content under another path
                 };
@@ -179,17 +191,42 @@ impl Pipeline<'_> {
                 vacant.insert(match lookup {
                     Lookup::Hit { warnings } => KeyState::Hit { warnings },
                     Lookup::Failed(failure) => KeyState::Remembered(failure),
-                    Lookup::Miss => {
-                        targets.push((level, key.placeholder_filename()));
-                        KeyState::Pending
-                    }
+                    Lookup::Miss => KeyState::Pending,
                 });
             }
+            Ok(())
+        })?;
+        let is_miss = |key: &Key| matches!(plan.states.get(key), Some(KeyState::Pending));
+        let readable = parallel::map(sources, self.pool.workers, |source| {
+            if source.keys.iter().any(is_miss) {
+                source.bytes().err()
+            } else {
+                None
+            }
+        });
+        let mut readable = readable.into_iter();
+        sources.retain(|_| match readable.next().flatten() {
+            Some(error) => {
+                read_errors.push(error);
+                false
+            }
+            None => true,
+        });
+        let mut queued = std::collections::HashSet::new();
+        for (index, source) in sources.iter().enumerate() {
+            let targets: Vec<_> = self
+                .levels
+                .iter()
+                .zip(&source.keys)
+                .filter(|(_, key)| is_miss(key) && queued.insert(**key))
+                .map(|(&level, key)| (level, key.placeholder_filename()))
+                .collect();
             if !targets.is_empty() {
+                let bytes = source.bytes().expect("read above");
                 plan.jobs.push(Job {
                     id: index as u64,
                     targets,
-                    source: Arc::clone(&source.bytes),
+                    source: Arc::clone(bytes),
                     fault: injected_fault(&source.path),
                 });
             }
@@ -371,72 +408,6 @@ fn tally(summary: &mut Summary, sources: &[Source], states: &HashMap<Key, KeySta
         summary.failures.extend(failures);
         summary.warnings.extend(warnings);
     }
-}
-
-/// Reads and keys every file, on `threads` threads. Unreadable files (gone,
-/// no permission, not a file) come back as errors.
-fn read_all(
-    files: &[PathBuf],
-    profile: &Profile,
-    levels: &[u8],
-    threads: usize,
-) -> (Vec<Source>, Vec<ScanError>) {
-    let next = AtomicUsize::new(0);
-    let context = profile.key_context();
-    let read_one = |path: &Path| -> Result<Source, ScanError> {
-        let error = |err: std::io::Error| io_error(path.to_owned(), &err);
-        let mut file = std::fs::File::open(path).map_err(error)?;
-        let metadata = file.metadata().map_err(error)?;
-        let mut bytes = Vec::with_capacity(metadata.len() as usize);
-        file.read_to_end(&mut bytes).map_err(error)?;
-        if bytes.len() as u64 != metadata.len() {
-            return Err(ScanError {
-                path: path.to_owned(),
-                error_type: "OSError".to_owned(),
-                message: "the file changed while it was read".to_owned(),
-            });
-        }
-        let keys = levels
-            .iter()
-            .map(|&level| context.key(level, &bytes))
-            .collect();
-        Ok(Source {
-            path: path.to_owned(),
-            bytes: bytes.into(),
-            metadata,
-            keys,
-        })
-    };
-    let mut results: Vec<(usize, Result<Source, ScanError>)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.clamp(1, files.len().max(1)))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let index = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(path) = files.get(index) else {
-                            return mine;
-                        };
-                        mine.push((index, read_one(path)));
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|worker| worker.join().expect("reader thread panicked"))
-            .collect()
-    });
-    results.sort_by_key(|(index, _)| *index);
-    let mut sources = Vec::with_capacity(results.len());
-    let mut errors = Vec::new();
-    for (_, result) in results {
-        match result {
-            Ok(source) => sources.push(source),
-            Err(error) => errors.push(error),
-        }
-    }
-    (sources, errors)
 }
 
 /// The test seam of [`env_vars::RCACHE_TEST_WORKER_FAULT`].

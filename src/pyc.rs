@@ -69,24 +69,29 @@ impl SourceStamp {
     }
 }
 
+/// What a pyc's header holds to tie it to its source (PEP 552).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validation {
+    /// The source's mtime and size ([`Mode::Timestamp`]).
+    Timestamp(SourceStamp),
+    /// The source's [`source_hash`], checked on import or not.
+    Hash { checked: bool, hash: [u8; 8] },
+}
+
 /// The 16-byte header CPython writes in front of the marshalled code.
-pub fn header(profile: &Profile, mode: Mode, stamp: SourceStamp, source: &[u8]) -> [u8; 16] {
+pub fn header(magic: [u8; 4], validation: Validation) -> [u8; 16] {
     let mut header = [0u8; 16];
-    header[..4].copy_from_slice(&profile.magic);
-    match mode {
-        Mode::Timestamp => {
+    header[..4].copy_from_slice(&magic);
+    match validation {
+        Validation::Timestamp(stamp) => {
             // `_pack_uint32(x)` is `(int(x) & 0xFFFFFFFF).to_bytes(4, 'little')`.
             header[8..12].copy_from_slice(&((stamp.mtime & 0xFFFF_FFFF) as u32).to_le_bytes());
             header[12..16].copy_from_slice(&((stamp.size & 0xFFFF_FFFF) as u32).to_le_bytes());
         }
-        Mode::CheckedHash | Mode::UncheckedHash => {
-            let flags: u32 = if mode == Mode::CheckedHash {
-                0b11
-            } else {
-                0b01
-            };
+        Validation::Hash { checked, hash } => {
+            let flags: u32 = if checked { 0b11 } else { 0b01 };
             header[4..8].copy_from_slice(&flags.to_le_bytes());
-            header[8..16].copy_from_slice(&source_hash(profile, source));
+            header[8..16].copy_from_slice(&hash);
         }
     }
     header
@@ -214,7 +219,7 @@ mod tests {
             mtime: -1,
             size: (1 << 32) + 5,
         };
-        let header = header(&profile, Mode::Timestamp, stamp, b"");
+        let header = header(profile.magic, Validation::Timestamp(stamp));
         assert_eq!(&header[..4], b"\xcb\x0d\x0d\x0a");
         assert_eq!(&header[4..8], &[0; 4]);
         assert_eq!(&header[8..12], &[0xff; 4]);
@@ -231,12 +236,11 @@ mod tests {
             [0x88, 0xba, 0x8d, 0xae, 0x7a, 0x46, 0xcb, 0x72]
         );
         let old = profile(SourceHash::SipHash24, 168_627_541u32.to_le_bytes());
-        let header = header(
-            &old,
-            Mode::CheckedHash,
-            SourceStamp { mtime: 0, size: 0 },
-            b"rcache source_hash probe",
-        );
+        let validation = Validation::Hash {
+            checked: true,
+            hash: source_hash(&old, b"rcache source_hash probe"),
+        };
+        let header = header(old.magic, validation);
         assert_eq!(&header[4..8], &3u32.to_le_bytes());
         assert_eq!(
             &header[8..],

@@ -41,7 +41,9 @@ pub fn materialize(
         sweep_pycache_dirs(
             &filled.pycache_dirs,
             &filled.interpreter.profile.cache_tag,
-            Sweep::Orphans,
+            Sweep::Orphans {
+                walked: &filled.files.iter().cloned().collect(),
+            },
             config.write.dry_run,
         )
     } else {

@@ -24,6 +24,8 @@ pub(super) struct Filled {
     pub store: Store,
     pub interpreter: Interpreter,
     pub outcome: Outcome,
+    /// The source files walked.
+    pub files: Vec<std::path::PathBuf>,
     /// The `__pycache__` dirs met while walking.
     pub pycache_dirs: Vec<std::path::PathBuf>,
 }
@@ -64,6 +66,7 @@ pub(super) fn fill_store(global: &GlobalConfig, config: &WalkConfig) -> anyhow::
         store,
         interpreter,
         outcome,
+        files: found.files,
         pycache_dirs: found.pycache_dirs,
     })
 }

@@ -14,6 +14,7 @@ pub const APPLICATION_ID: i32 = 0x7263_6368;
 pub const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0001_initial.sql"),
     include_str!("../../schema/0002_written_pycs.sql"),
+    include_str!("../../schema/0003_sources.sql"),
 ];
 
 /// The schema version this binary writes.

@@ -25,6 +25,7 @@
 mod entries;
 mod migrate;
 mod profiles;
+mod sources;
 mod stats;
 mod written;
 
@@ -36,6 +37,7 @@ use std::io::Read as _;
 use rusqlite::Connection;
 
 pub use entries::{Blob, Lookup, NewEntry, NewFailure, StoredCode, StoredFailure};
+pub use sources::KnownSource;
 pub use stats::{ProfileStats, Stats};
 pub use written::WrittenPyc;
 
@@ -58,6 +60,12 @@ pub enum Error {
     },
     #[error("cannot create the store directory `{}`", path.display())]
     CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the store `{}`", path.display())]
+    Create {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -107,17 +115,18 @@ impl Store {
     /// Opens the store at `path`, creating it (and its directory, private to
     /// the user) if needed, and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, Error> {
-        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            create_private_dir(dir).map_err(|source| Error::CreateDir {
-                path: dir.to_owned(),
-                source,
-            })?;
+        let dir = path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        create_private_dir(dir).map_err(|source| Error::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        if !path.exists() {
+            create_store(dir, path)?;
         }
-        if path.exists() {
-            check_header(path)?;
-        } else {
-            create_private_file(path);
-        }
+        check_header(path)?;
         check_private(path)?;
         let open_error = |source| Error::Open {
             path: path.to_owned(),
@@ -151,6 +160,19 @@ impl Store {
 
     /// Runs `work` in one short `BEGIN IMMEDIATE` transaction (see
     /// "Locking") and commits it.
+    /// Runs `reads` in one read transaction: one consistent snapshot, and
+    /// one lock round-trip instead of one per statement (thousands of
+    /// lookups otherwise cost more in `fcntl` than in SQLite).
+    pub fn reading<T, E: From<Error>>(&self, reads: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|source| self.sqlite_error(source))?;
+        let value = reads()?;
+        tx.commit().map_err(|source| self.sqlite_error(source))?;
+        Ok(value)
+    }
+
     fn write_transaction<T>(
         &mut self,
         work: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
@@ -323,19 +345,34 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-/// Creates the store file 0600 before SQLite does (it would use the umask);
-/// SQLite gives its `-wal` and `-shm` files the same mode. Losing a creation
-/// race to another rcache is fine, and any real problem resurfaces in open.
-fn create_private_file(path: &Path) {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    if let Err(err) = options.open(path) {
-        tracing::debug!("creating `{}`: {err}", path.display());
+/// Creates a complete store at `path` atomically: built and migrated under
+/// a temp name in the same directory (0600, as tempfile creates it; SQLite
+/// gives `-wal` and `-shm` the same mode), closed, then moved into place
+/// without replacing anything. Concurrent first runs never see a store
+/// half made; the one that loses the race opens the winner's.
+fn create_store(dir: &Path, path: &Path) -> Result<(), Error> {
+    let temp = tempfile::Builder::new()
+        .prefix(".rcache-store-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|source| Error::Create {
+            path: path.to_owned(),
+            source,
+        })?;
+    let open_error = |source| Error::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let mut conn = Connection::open(temp.path()).map_err(open_error)?;
+    configure(&mut conn).map_err(open_error)?;
+    conn.close().map_err(|(_, source)| open_error(source))?;
+    match temp.persist_noclobber(path) {
+        Ok(_) => Ok(()),
+        Err(err) if err.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(Error::Create {
+            path: path.to_owned(),
+            source: err.error,
+        }),
     }
 }
 

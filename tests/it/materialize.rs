@@ -505,3 +505,81 @@ fn unwritable_pycache_is_reported_and_the_rest_done() {
         &[python],
     );
 }
+
+/// A source whose identity is unchanged since rcache read it is keyed from
+/// the store's record without being read; an edit that keeps size and mtime
+/// (a same-second `git checkout`) still changes ctime and is seen; a file
+/// changed within the racy margin is read again next time; and a hash-mode
+/// header for a recalled source hashes the bytes read then.
+#[test]
+fn unchanged_sources_are_not_read_and_edits_are_seen() {
+    let python = crate::support::any_python();
+    let env = TestEnv::new();
+    let edited = env.write("proj/edited.py", "X = 1\n");
+    env.write("proj/kept.py", "Y = 1\n");
+    // Files changed less than 2 s before they are read are never recalled.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let materialize = |args: &[&str]| {
+        let mut command = env.rcache(
+            &python,
+            &[&["--json", "materialize"], args, &["proj"]].concat(),
+        );
+        command.env("RCACHE_LOG", "debug");
+        let (summary, output) = crate::support::run_json(&mut command);
+        assert_eq!(code(&output), 0, "{}", stderr(&output));
+        (summary, stderr(&output))
+    };
+    let (first, log) = materialize(&[]);
+    assert_eq!(first["written"], 2, "{first}");
+    assert!(log.contains("keyed 2 sources: 2 read"), "{log}");
+    let (_, log) = materialize(&[]);
+    assert!(log.contains("keyed 2 sources: 0 read"), "{log}");
+
+    let mtime = std::fs::metadata(&edited).unwrap().modified().unwrap();
+    std::fs::write(&edited, "X = 2\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&edited)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let (after_edit, log) = materialize(&[]);
+    assert!(log.contains("keyed 2 sources: 1 read"), "{log}");
+    assert_eq!(after_edit["compiled"], 1, "{after_edit}");
+    assert_eq!(after_edit["written"], 1, "{after_edit}");
+    let imported = python_output(
+        &python,
+        &env.path().join("proj"),
+        "import edited; print(edited.X)",
+    );
+    assert_eq!(imported, "2\n");
+    let (_, log) = materialize(&[]);
+    assert!(
+        log.contains("keyed 2 sources: 1 read"),
+        "the edit is too fresh to recall: {log}"
+    );
+
+    let (hashed, _) = materialize(&["--mode", "checked-hash"]);
+    assert_eq!(hashed["written"], 2, "{hashed}");
+    let kept = env.path().join("proj/kept.py");
+    let problems = loader_problems(&python, &[&kept, &edited]);
+    assert!(problems.is_empty(), "{problems}");
+    covered(
+        "unchanged_sources_are_not_read_and_edits_are_seen",
+        &[python],
+    );
+}
+
+/// What `python -c script` prints, run in `dir` with the bytecode it finds
+/// there (and writing none).
+fn python_output(python: &Python, dir: &Path, script: &str) -> String {
+    let output = python
+        .command()
+        .current_dir(dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    String::from_utf8(output.stdout).unwrap()
+}

@@ -295,7 +295,7 @@ impl KeyParams {
             cache_tag: &self.cache_tag,
             magic: self.magic,
         }
-        .key(level, source)
+        .key(level, &rcache::key::ContentHash::of(source))
     }
 }
 

@@ -1,0 +1,179 @@
+//! Keying sources: read each file once and hash it, or, when the store
+//! remembers the file with the same identity, take its hash without reading.
+//!
+//! A file's identity (device, inode, size, mtime, ctime) changes with any
+//! write or replacement, and ctime cannot be set back, so an unchanged
+//! identity means unchanged bytes. Timestamps are coarse, though: an edit in
+//! the same clock tick as the read could keep them. So, as git does for its
+//! "racily clean" entries, a file is only remembered when it was last
+//! changed well before it was read ([`RACY_MARGIN`]); a fresher file is
+//! read again next time.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use crate::identity::FileIdentity;
+use crate::interpreter::Profile;
+use crate::key::{ContentHash, Key};
+use crate::parallel;
+use crate::scan::{ScanError, io_error};
+use crate::store::{KnownSource, Store};
+
+/// How much older than the read a file's mtime and ctime must be for the
+/// file to be remembered: more than any file system's timestamp tick and
+/// the drift between the kernel's coarse clock and the wall clock.
+const RACY_MARGIN: Duration = Duration::from_secs(2);
+
+/// A source keyed once, with its key at each level asked.
+pub struct Source {
+    pub path: PathBuf,
+    /// What the file's metadata said when it was keyed.
+    pub metadata: std::fs::Metadata,
+    /// blake3 of the bytes the keys were made from.
+    pub content: ContentHash,
+    /// The key at each level asked, in order.
+    pub keys: Vec<Key>,
+    /// The bytes, once read: at keying time, or on first use for a file
+    /// keyed from the store's record.
+    bytes: OnceLock<Arc<[u8]>>,
+}
+
+impl Source {
+    /// The bytes that were keyed. A file keyed from its record is read now,
+    /// and must still hash to [`Self::content`]: an edit since is reported,
+    /// never paired with the old key.
+    pub fn bytes(&self) -> Result<&Arc<[u8]>, ScanError> {
+        if let Some(bytes) = self.bytes.get() {
+            return Ok(bytes);
+        }
+        let (_, bytes) = read(&self.path)?;
+        if ContentHash::of(&bytes) != self.content {
+            return Err(changed_while_read(&self.path));
+        }
+        Ok(self.bytes.get_or_init(|| bytes.into()))
+    }
+}
+
+/// Every file keyed: the sources, the files that could not be read, and
+/// what to remember of the files that were read.
+pub struct Keyed {
+    pub sources: Vec<Source>,
+    /// How many of them were read (the rest were keyed from their record).
+    pub read: usize,
+    pub errors: Vec<ScanError>,
+    pub to_remember: Vec<(PathBuf, KnownSource)>,
+}
+
+/// Keys every file at `levels` on `threads` threads, reading only those the
+/// store does not remember unchanged.
+pub fn key_all(
+    store: &Store,
+    files: &[PathBuf],
+    profile: &Profile,
+    levels: &[u8],
+    threads: usize,
+) -> Result<Keyed, crate::store::Error> {
+    let known = store.reading(|| {
+        files
+            .iter()
+            .map(|path| store.known_source(path))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    let context = profile.key_context();
+    let key_one = |(path, known): &(&PathBuf, Option<KnownSource>)| {
+        let (source, remember) = read_or_recall(path, *known)?;
+        let keys = levels
+            .iter()
+            .map(|&level| context.key(level, &source.content))
+            .collect();
+        Ok((Source { keys, ..source }, remember))
+    };
+    let work: Vec<_> = files.iter().zip(known).collect();
+    let mut keyed = Keyed {
+        sources: Vec::with_capacity(files.len()),
+        read: 0,
+        errors: Vec::new(),
+        to_remember: Vec::new(),
+    };
+    for result in parallel::map(&work, threads, key_one) {
+        match result {
+            Ok((source, remember)) => {
+                keyed.read += usize::from(source.bytes.get().is_some());
+                if remember {
+                    let known = KnownSource {
+                        identity: FileIdentity::from_metadata(&source.metadata),
+                        content: source.content,
+                    };
+                    keyed.to_remember.push((source.path.clone(), known));
+                }
+                keyed.sources.push(source);
+            }
+            Err(error) => keyed.errors.push(error),
+        }
+    }
+    Ok(keyed)
+}
+
+/// The source at `path` without its keys, from `known` if the file is
+/// unchanged since, else read; and whether to remember it.
+fn read_or_recall(path: &Path, known: Option<KnownSource>) -> Result<(Source, bool), ScanError> {
+    if let Some(known) = known {
+        if let Ok(metadata) = std::fs::metadata(path) {
+            if FileIdentity::from_metadata(&metadata) == known.identity {
+                let source = Source {
+                    path: path.to_owned(),
+                    metadata,
+                    content: known.content,
+                    keys: Vec::new(),
+                    bytes: OnceLock::new(),
+                };
+                return Ok((source, false));
+            }
+        }
+    }
+    let read_at = SystemTime::now();
+    let (metadata, bytes) = read(path)?;
+    let remember = !changed_near(&metadata, read_at);
+    let source = Source {
+        path: path.to_owned(),
+        metadata,
+        content: ContentHash::of(&bytes),
+        keys: Vec::new(),
+        bytes: OnceLock::from(Arc::from(bytes)),
+    };
+    Ok((source, remember))
+}
+
+/// Reads the file at `path`, with the metadata of the file opened.
+fn read(path: &Path) -> Result<(std::fs::Metadata, Vec<u8>), ScanError> {
+    let error = |err: std::io::Error| io_error(path.to_owned(), &err);
+    let mut file = std::fs::File::open(path).map_err(error)?;
+    let metadata = file.metadata().map_err(error)?;
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.read_to_end(&mut bytes).map_err(error)?;
+    if bytes.len() as u64 != metadata.len() {
+        return Err(changed_while_read(path));
+    }
+    Ok((metadata, bytes))
+}
+
+/// Whether the file was modified or changed less than [`RACY_MARGIN`]
+/// before `read_at` (or after it).
+fn changed_near(metadata: &std::fs::Metadata, read_at: SystemTime) -> bool {
+    let identity = FileIdentity::from_metadata(metadata);
+    let latest_ns = identity.mtime_ns.max(identity.ctime_ns);
+    let Ok(read_at) = read_at.duration_since(SystemTime::UNIX_EPOCH) else {
+        return true; // a clock before 1970 proves nothing
+    };
+    i128::from(latest_ns) + RACY_MARGIN.as_nanos() as i128 > read_at.as_nanos() as i128
+}
+
+fn changed_while_read(path: &Path) -> ScanError {
+    ScanError {
+        path: path.to_owned(),
+        error_type: "OSError".to_owned(),
+        message: "the file changed while it was read".to_owned(),
+    }
+}
