@@ -27,6 +27,7 @@ pub mod report;
 pub mod scan;
 pub mod source;
 pub mod store;
+pub mod sweep;
 
 use std::process::ExitCode;
 

@@ -137,16 +137,19 @@ pub fn cache_path(source: &Path, cache_tag: &str, optimize: u8, prefix: Option<&
     file.extend_from_slice(b".pyc");
     let file = os_string_from_bytes(file);
     match prefix {
-        Some(prefix) => {
-            // `_path_join(prefix, head.lstrip(path_separators), filename)`.
-            let relative: PathBuf = dir
-                .components()
-                .filter(|part| !matches!(part, Component::RootDir | Component::Prefix(_)))
-                .collect();
-            prefix.join(relative).join(file)
-        }
+        Some(prefix) => prefix_dir(prefix, dir).join(file),
         None => dir.join("__pycache__").join(file),
     }
+}
+
+/// Where the pycs of the sources in the absolute directory `dir` go under
+/// `prefix`: `_path_join(prefix, head.lstrip(path_separators))`.
+pub fn prefix_dir(prefix: &Path, dir: &Path) -> PathBuf {
+    let relative: PathBuf = dir
+        .components()
+        .filter(|part| !matches!(part, Component::RootDir | Component::Prefix(_)))
+        .collect();
+    prefix.join(relative)
 }
 
 /// The file name made of `bytes` (an OS string's bytes plus ASCII).

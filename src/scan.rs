@@ -51,6 +51,8 @@ pub struct Scan {
     pub venvs: Vec<Venv>,
     /// The `__pycache__` directories met (not walked).
     pub pycache_dirs: Vec<PathBuf>,
+    /// The named paths that are directories, absolute.
+    pub roots: Vec<PathBuf>,
 }
 
 #[derive(Default)]
@@ -64,10 +66,14 @@ struct Found {
 /// Walks `paths` (relative ones are taken from `cwd`).
 pub fn scan(paths: &[PathBuf], cwd: &Path, options: &ScanOptions) -> Scan {
     let found = Mutex::new(Found::default());
+    let mut roots = Vec::new();
     for path in paths {
         let root = absolute(cwd, path);
         match std::fs::metadata(&root) {
-            Ok(metadata) if metadata.is_dir() => walk(&root, cwd, options, &found),
+            Ok(metadata) if metadata.is_dir() => {
+                walk(&root, cwd, options, &found);
+                roots.push(root);
+            }
             Ok(metadata) if metadata.is_file() => {
                 lock(&found).files.insert(root);
             }
@@ -90,6 +96,7 @@ pub fn scan(paths: &[PathBuf], cwd: &Path, options: &ScanOptions) -> Scan {
         errors,
         venvs: found.venvs.into_iter().collect(),
         pycache_dirs: found.pycache_dirs.into_iter().collect(),
+        roots,
     }
 }
 

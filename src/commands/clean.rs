@@ -3,14 +3,13 @@
 //! Starts no Python when the interpreter's profile is in the store.
 
 use std::io::Write as _;
-use std::path::PathBuf;
 
 use super::warm::print;
 use crate::config::{CleanConfig, GlobalConfig, Verbosity};
 use crate::exit::ExitStatus;
-use crate::materialize::{Removed, Sweep, sweep_pycache_dirs};
 use crate::report::{Failure, Summary};
 use crate::scan;
+use crate::sweep::{Sweep, Sweeper};
 
 pub fn clean(global: &GlobalConfig, config: &CleanConfig) -> anyhow::Result<ExitStatus> {
     let start = std::time::Instant::now();
@@ -18,18 +17,16 @@ pub fn clean(global: &GlobalConfig, config: &CleanConfig) -> anyhow::Result<Exit
     let (interpreter, _) = super::select_interpreter(global, &mut store)?;
     let tag = &interpreter.profile.cache_tag;
     let found = scan::scan(&config.paths, &global.cwd, &config.scan);
+    let walked = found.files.iter().cloned().collect();
+    let sweeper = Sweeper {
+        cache_tag: tag,
+        sweep: Sweep::All,
+        walked: &walked,
+        dry_run: config.dry_run,
+    };
     let removed = match &config.prefix {
-        None => sweep_pycache_dirs(&found.pycache_dirs, tag, Sweep::All, config.dry_run),
-        Some(prefix) => {
-            let mut removed = Removed::default();
-            for source in &found.files {
-                for level in 0..=2 {
-                    let pyc = crate::pyc::cache_path(source, tag, level, Some(prefix));
-                    remove_file(pyc, config.dry_run, &mut removed);
-                }
-            }
-            removed
-        }
+        None => sweeper.pycache_dirs(&found.pycache_dirs),
+        Some(prefix) => sweeper.prefix_tree(prefix, &found.roots),
     };
     let mut out = std::io::stdout().lock();
     for path in &removed.paths {
@@ -61,24 +58,4 @@ pub fn clean(global: &GlobalConfig, config: &CleanConfig) -> anyhow::Result<Exit
     } else {
         ExitStatus::Failure
     })
-}
-
-fn remove_file(path: PathBuf, dry_run: bool, removed: &mut Removed) {
-    if std::fs::symlink_metadata(&path).is_err() {
-        return;
-    }
-    if !dry_run {
-        if let Err(err) = std::fs::remove_file(&path) {
-            removed
-                .failures
-                .push(crate::scan::io_error(path.clone(), &err).into());
-            return;
-        }
-        // Drop the directory if that left it empty (fails harmlessly if not).
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
-    removed.removed += 1;
-    removed.paths.push(path);
 }

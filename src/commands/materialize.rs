@@ -6,8 +6,9 @@ use std::io::Write as _;
 use super::warm::{Filled, exit_status, fill_store, print};
 use crate::config::{GlobalConfig, MaterializeConfig, Verbosity};
 use crate::exit::ExitStatus;
-use crate::materialize::{Removed, Sweep, Written, sweep_pycache_dirs, write_pycs};
+use crate::materialize::{Written, write_pycs};
 use crate::report::Failure;
+use crate::sweep::{Sweep, Sweeper};
 
 pub fn materialize(
     global: &GlobalConfig,
@@ -36,18 +37,16 @@ pub fn materialize(
     }
     filled.store.record_written(&written.records)?;
     filled.store.checkpoint();
-    // Orphans live beside sources; a prefix tree is left as it is.
-    let removed = if config.write.prefix.is_none() {
-        sweep_pycache_dirs(
-            &filled.pycache_dirs,
-            &filled.interpreter.profile.cache_tag,
-            Sweep::Orphans {
-                walked: &filled.files.iter().cloned().collect(),
-            },
-            config.write.dry_run,
-        )
-    } else {
-        Removed::default()
+    let walked = filled.files.iter().cloned().collect();
+    let sweeper = Sweeper {
+        cache_tag: &filled.interpreter.profile.cache_tag,
+        sweep: Sweep::Orphans,
+        walked: &walked,
+        dry_run: config.write.dry_run,
+    };
+    let removed = match &config.write.prefix {
+        None => sweeper.pycache_dirs(&filled.pycache_dirs),
+        Some(prefix) => sweeper.prefix_tree(prefix, &filled.roots),
     };
     if config.write.dry_run && !global.json {
         let mut stdout = std::io::stdout().lock();

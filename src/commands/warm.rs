@@ -28,6 +28,8 @@ pub(super) struct Filled {
     pub files: Vec<std::path::PathBuf>,
     /// The `__pycache__` dirs met while walking.
     pub pycache_dirs: Vec<std::path::PathBuf>,
+    /// The named paths that are directories.
+    pub roots: Vec<std::path::PathBuf>,
 }
 
 /// Walks, reads, keys and compiles the misses into the store: `warm`, and
@@ -68,6 +70,7 @@ pub(super) fn fill_store(global: &GlobalConfig, config: &WalkConfig) -> anyhow::
         outcome,
         files: found.files,
         pycache_dirs: found.pycache_dirs,
+        roots: found.roots,
     })
 }
 

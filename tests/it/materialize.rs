@@ -306,6 +306,66 @@ fn orphans_are_removed() {
     covered("orphans_are_removed", &[python]);
 }
 
+/// Under a `PYTHONPYCACHEPREFIX`, orphans are removed from the mirror of
+/// the tree, including a deleted package's whole directory (never walked,
+/// since the package is gone); pycs of sources that still exist but were
+/// not walked, other interpreters' pycs and other files stay.
+#[test]
+fn orphans_in_a_prefix_tree_are_removed() {
+    let python = crate::support::any_python();
+    let env = TestEnv::new();
+    env.write("proj/keep.py", "A = 1\n");
+    let gone = env.write("proj/pkg/sub/__init__.py", "B = 2\n");
+    let excluded = env.write("proj/excluded/mod.py", "C = 3\n");
+    let prefix = env.path().join("prefix");
+    let materialize = |extra: &[&str]| {
+        let mut command = env.rcache(
+            &python,
+            &[&["--json", "materialize", "proj"], extra].concat(),
+        );
+        command.env("PYTHONPYCACHEPREFIX", &prefix);
+        let (summary, output) = crate::support::run_json(&mut command);
+        assert_eq!(code(&output), 0, "{}", stderr(&output));
+        summary
+    };
+    assert_eq!(materialize(&[])["written"], 3);
+    let tag = python_output(
+        &python,
+        env.path(),
+        "import sys; print(sys.implementation.cache_tag)",
+    );
+    let in_prefix = |source: &Path| {
+        let dir = source.parent().unwrap().strip_prefix("/").unwrap();
+        let stem = source.file_stem().unwrap().to_str().unwrap();
+        prefix.join(dir).join(format!("{stem}.{}.pyc", tag.trim()))
+    };
+    let other = env
+        .path()
+        .join("prefix")
+        .join(env.path().strip_prefix("/").unwrap())
+        .join("proj/x.cpython-27.pyc");
+    std::fs::write(&other, "another interpreter's").unwrap();
+    assert!(in_prefix(&gone).is_file());
+    std::fs::remove_dir_all(env.path().join("proj/pkg")).unwrap();
+
+    let summary = materialize(&["--exclude", "proj/excluded"]);
+    assert_eq!(summary["removed"], 1, "{summary}");
+    assert_eq!(summary["up_to_date"], 1, "{summary}");
+    assert!(!in_prefix(&gone).exists());
+    assert!(
+        !in_prefix(&gone)
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .exists(),
+        "the deleted package's mirror is removed whole"
+    );
+    assert!(in_prefix(&excluded).is_file(), "its source exists");
+    assert!(other.is_file());
+    covered("orphans_in_a_prefix_tree_are_removed", &[python]);
+}
+
 /// `clean` removes this interpreter's pycs at every level, beside the
 /// sources or under a prefix, and nothing else.
 #[test]

@@ -1,0 +1,182 @@
+//! Removing pycs of this interpreter: orphans (whose source is gone) after
+//! `materialize`, and every one for `rcache clean`; then the directories
+//! that leaves empty.
+//!
+//! Beside the sources, the `__pycache__` dirs the walk met are swept, and a
+//! directory that held only its `__pycache__` goes too: that is what git
+//! leaves of a deleted package, and CPython imports it as an empty namespace
+//! package. Under a `PYTHONPYCACHEPREFIX`, the mirror of each walked root is
+//! swept whole, since a deleted package's dir is never walked.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use crate::pyc::os_string_from_bytes;
+use crate::report::Failure;
+use crate::scan::io_error;
+
+/// What removing pycs did.
+#[derive(Debug, Default)]
+pub struct Removed {
+    pub removed: u64,
+    pub paths: Vec<PathBuf>,
+    pub failures: Vec<Failure>,
+}
+
+/// Which pycs to remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    /// Those whose source `NAME.py` is gone (git leaves them behind).
+    Orphans,
+    /// Every one whose source was walked or is gone (`rcache clean`).
+    All,
+}
+
+/// Removes pycs of one interpreter.
+pub struct Sweeper<'a> {
+    pub cache_tag: &'a str,
+    pub sweep: Sweep,
+    /// The sources just walked: known to exist without a `stat`.
+    pub walked: &'a HashSet<PathBuf>,
+    /// Only say what would be removed.
+    pub dry_run: bool,
+}
+
+impl Sweeper<'_> {
+    /// Sweeps `__pycache__` dirs beside the sources, then removes each left
+    /// empty, and its parent if that is then empty.
+    pub fn pycache_dirs(&self, dirs: &[PathBuf]) -> Removed {
+        let mut removed = Removed::default();
+        for dir in dirs {
+            let source_dir = dir.parent().unwrap_or(dir);
+            let left = self.sweep_dir(dir, source_dir, &mut removed);
+            if left == 0 && !self.dry_run && std::fs::remove_dir(dir).is_ok() {
+                // Fails harmlessly unless the package is otherwise gone.
+                let _ = std::fs::remove_dir(source_dir);
+            }
+        }
+        removed
+    }
+
+    /// Sweeps the mirror of each walked root under `prefix` (where CPython
+    /// puts `ROOT/a/b.py`'s pyc at `PREFIX/ROOT/a/b.TAG.pyc`), removing the
+    /// directories left empty below each mirrored root; and, for files named
+    /// on their own, the mirror of their directory (not below it).
+    pub fn prefix_tree(&self, prefix: &Path, roots: &[PathBuf]) -> Removed {
+        let mut removed = Removed::default();
+        for root in roots {
+            let mirror = crate::pyc::prefix_dir(prefix, root);
+            self.sweep_mirror(&mirror, root, &mut removed);
+        }
+        let mut named_dirs: Vec<&Path> = self
+            .walked
+            .iter()
+            .filter(|file| !roots.iter().any(|root| file.starts_with(root)))
+            .filter_map(|file| file.parent())
+            .collect();
+        named_dirs.sort_unstable();
+        named_dirs.dedup();
+        for dir in named_dirs {
+            self.sweep_dir(&crate::pyc::prefix_dir(prefix, dir), dir, &mut removed);
+        }
+        removed
+    }
+
+    /// Sweeps `mirror` (the prefix dir of `source_dir`) and its subdirs;
+    /// returns the entries left in it.
+    fn sweep_mirror(&self, mirror: &Path, source_dir: &Path, removed: &mut Removed) -> usize {
+        let mut left = self.sweep_dir(mirror, source_dir, removed);
+        let Ok(entries) = std::fs::read_dir(mirror) else {
+            return left;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            if !entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                continue; // counted by `sweep_dir`
+            }
+            let sub = entry.path();
+            let sub_left = self.sweep_mirror(&sub, &source_dir.join(entry.file_name()), removed);
+            if sub_left == 0 && !self.dry_run && std::fs::remove_dir(&sub).is_ok() {
+                left -= 1;
+            }
+        }
+        left
+    }
+
+    /// Removes the pycs in `dir` whose sources would be in `source_dir`, as
+    /// [`Self::sweep`] says; returns the entries left.
+    fn sweep_dir(&self, dir: &Path, source_dir: &Path, removed: &mut Removed) -> usize {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 1; // not ours to judge: keep the directory
+        };
+        let mut left = 0;
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            let is_file = entry.file_type().is_ok_and(|kind| kind.is_file());
+            let Some(stem) = pyc_stem(name.as_encoded_bytes(), self.cache_tag).filter(|_| is_file)
+            else {
+                left += 1;
+                continue;
+            };
+            let mut source_name = stem.to_vec();
+            source_name.extend_from_slice(b".py");
+            let source = source_dir.join(os_string_from_bytes(source_name));
+            let walked = self.walked.contains(&source);
+            let keep = match self.sweep {
+                Sweep::Orphans => walked || source.exists(),
+                Sweep::All => !walked && source.exists(),
+            };
+            if keep {
+                left += 1;
+                continue;
+            }
+            let path = entry.path();
+            if !self.dry_run {
+                if let Err(err) = std::fs::remove_file(&path) {
+                    removed.failures.push(io_error(path.clone(), &err).into());
+                    left += 1;
+                    continue;
+                }
+            }
+            removed.removed += 1;
+            removed.paths.push(path);
+        }
+        left
+    }
+}
+
+/// `NAME` of `NAME.TAG[.opt-N].pyc`, if this is a pyc of `cache_tag`.
+fn pyc_stem<'a>(name: &'a [u8], cache_tag: &str) -> Option<&'a [u8]> {
+    let rest = name.strip_suffix(b".pyc")?;
+    let rest = rest
+        .strip_suffix(b".opt-1")
+        .or_else(|| rest.strip_suffix(b".opt-2"))
+        .unwrap_or(rest);
+    let stem = rest
+        .strip_suffix(cache_tag.as_bytes())?
+        .strip_suffix(b".")?;
+    (!stem.is_empty()).then_some(stem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pyc_stem;
+
+    #[test]
+    fn pyc_names_of_this_interpreter_only() {
+        assert_eq!(
+            pyc_stem(b"mod.cpython-312.pyc", "cpython-312"),
+            Some(&b"mod"[..])
+        );
+        assert_eq!(
+            pyc_stem(b"a.b.cpython-312.opt-2.pyc", "cpython-312"),
+            Some(&b"a.b"[..])
+        );
+        assert_eq!(
+            pyc_stem(b"mod.cpython-311.pyc", "cpython-311"),
+            Some(&b"mod"[..])
+        );
+        assert_eq!(pyc_stem(b"mod.cpython-311.pyc", "cpython-312"), None);
+        assert_eq!(pyc_stem(b"mod.cpython-312.pyc.tmp", "cpython-312"), None);
+        assert_eq!(pyc_stem(b".cpython-312.pyc", "cpython-312"), None);
+    }
+}
