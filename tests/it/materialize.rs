@@ -235,10 +235,10 @@ fn modes_prefix_and_levels() {
             let _ = write!(modes, "({:?}, {flags}), ", prefix.display().to_string());
         }
         modes.push_str("]\n");
-        let listing: String = sources
-            .iter()
-            .map(|source| format!("{}\n", source.display()))
-            .collect();
+        let listing = sources.iter().fold(String::new(), |mut listing, source| {
+            let _ = writeln!(listing, "{}", source.display());
+            listing
+        });
         let script = format!("{}{modes}{MATRIX_CHECK}", crate::support::SAME_CODE);
         let problems = crate::support::python_with_input(python, &[], &script, &listing);
         assert!(problems.is_empty(), "{}: {problems}", python.label());
