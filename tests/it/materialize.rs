@@ -675,3 +675,70 @@ fn python_output(python: &Python, dir: &Path, script: &str) -> String {
     assert!(output.status.success(), "{}", stderr(&output));
     String::from_utf8(output.stdout).unwrap()
 }
+
+/// A source edited (keeping size and mtime, as a same-second checkout can)
+/// or removed while rcache compiles something else gets no pyc: the code
+/// and header describe the old bytes. Both are reported, the rest is
+/// written, the run exits 1, and the next run writes the new code.
+#[test]
+fn sources_edited_or_removed_during_the_run_get_no_pyc() {
+    use std::fmt::Write as _;
+    let python = crate::support::any_python();
+    let env = TestEnv::new();
+    env.write("other/warm.py", "W = 1\n");
+    let mut command = env.rcache(&python, &["warm", "other"]);
+    assert_eq!(code(&command.output().unwrap()), 0, "profile now cached");
+    // About two seconds of compiling: the window for the edits.
+    let slow = (0..60_000).fold(String::from("# slow\n"), |mut text, line| {
+        let _ = writeln!(text, "x{line} = {line}");
+        text
+    });
+    env.write("proj/slow.py", slow);
+    let edited = env.write("proj/edited.py", "X = 1\n");
+    let removed = env.write("proj/removed.py", "Z = 1\n");
+    let child = env
+        .rcache(&python, &["--json", "materialize", "proj"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let mtime = std::fs::metadata(&edited).unwrap().modified().unwrap();
+    std::fs::write(&edited, "X = 2\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&edited)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    std::fs::remove_file(&removed).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let text = stderr(&output);
+    assert_eq!(code(&output), 1, "{text}");
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["written"], 1, "only slow.py: {summary}");
+    for source in [&edited, &removed] {
+        assert!(
+            text.contains(&format!(
+                "{}: OSError: the file changed or vanished during the run",
+                source.display()
+            )),
+            "{text}"
+        );
+        assert!(!cache_path(&python, source).exists());
+    }
+    let mut again = env.rcache(&python, &["--json", "materialize", "proj"]);
+    let (summary, output) = crate::support::run_json(&mut again);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert_eq!(summary["written"], 1, "{summary}");
+    let imported = python_output(
+        &python,
+        &env.path().join("proj"),
+        "import edited; print(edited.X)",
+    );
+    assert_eq!(imported, "2\n");
+    covered(
+        "sources_edited_or_removed_during_the_run_get_no_pyc",
+        &[python],
+    );
+}
