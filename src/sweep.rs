@@ -7,13 +7,22 @@
 //! leaves of a deleted package, and CPython imports it as an empty namespace
 //! package. Under a `PYTHONPYCACHEPREFIX`, the mirror of each walked root is
 //! swept whole, since a deleted package's dir is never walked.
+//!
+//! Temp files a killed rcache left behind (`.rcache-*.tmp`, written then
+//! renamed into place within milliseconds) are removed once they are
+//! [`STALE_TEMP_AGE`] old, so a concurrent run's are never touched.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use std::time::{Duration, SystemTime};
+
 use crate::pyc::os_string_from_bytes;
 use crate::report::Failure;
 use crate::scan::io_error;
+
+/// How old a temp file must be to count as left behind by a killed run.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(60);
 
 /// What removing pycs did.
 #[derive(Debug, Default)]
@@ -112,6 +121,10 @@ impl Sweeper<'_> {
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name();
             let is_file = entry.file_type().is_ok_and(|kind| kind.is_file());
+            if is_file && is_stale_temp(name.as_encoded_bytes(), &entry) {
+                self.remove(entry.path(), removed, &mut left);
+                continue;
+            }
             let Some(stem) = pyc_stem(name.as_encoded_bytes(), self.cache_tag).filter(|_| is_file)
             else {
                 left += 1;
@@ -129,19 +142,38 @@ impl Sweeper<'_> {
                 left += 1;
                 continue;
             }
-            let path = entry.path();
-            if !self.dry_run {
-                if let Err(err) = std::fs::remove_file(&path) {
-                    removed.failures.push(io_error(path.clone(), &err).into());
-                    left += 1;
-                    continue;
-                }
-            }
-            removed.removed += 1;
-            removed.paths.push(path);
+            self.remove(entry.path(), removed, &mut left);
         }
         left
     }
+
+    /// Removes the file at `path`; on failure it is reported, and `left`.
+    fn remove(&self, path: PathBuf, removed: &mut Removed, left: &mut usize) {
+        if !self.dry_run {
+            if let Err(err) = std::fs::remove_file(&path) {
+                removed.failures.push(io_error(path, &err).into());
+                *left += 1;
+                return;
+            }
+        }
+        removed.removed += 1;
+        removed.paths.push(path);
+    }
+}
+
+/// Whether `name` is a pyc temp file of rcache's old enough to be left
+/// behind by a killed run.
+fn is_stale_temp(name: &[u8], entry: &std::fs::DirEntry) -> bool {
+    name.starts_with(b".rcache-")
+        && name.ends_with(b".tmp")
+        && entry
+            .metadata()
+            .and_then(|metadata| metadata.modified())
+            .is_ok_and(|modified| {
+                SystemTime::now()
+                    .duration_since(modified)
+                    .is_ok_and(|age| age > STALE_TEMP_AGE)
+            })
 }
 
 /// `NAME` of `NAME.TAG[.opt-N].pyc`, if this is a pyc of `cache_tag`.

@@ -298,7 +298,8 @@ fn stale_pycs_symlinks_and_failures() {
 /// Orphans: when a branch deletes `pkg/`, git leaves `pkg/__pycache__/`
 /// behind and CPython would import `pkg` as an empty namespace package.
 /// `materialize` removes this interpreter's pycs whose source is gone, and
-/// the `__pycache__` left empty; other interpreters' pycs stay.
+/// the `__pycache__` left empty; other interpreters' pycs stay. Temp files
+/// a killed run left behind go once they are a minute old.
 #[test]
 fn orphans_are_removed() {
     let python = crate::support::any_python();
@@ -315,11 +316,26 @@ fn orphans_are_removed() {
     let orphan = cache_path(&python, &gone);
     assert!(orphan.is_file());
     std::fs::remove_file(&gone).unwrap();
+    // What a run killed mid-write leaves, and what a running one has open.
+    let dead = env.write("proj/__pycache__/.rcache-dead.tmp", "half a pyc");
+    let two_minutes_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+    std::fs::File::options()
+        .write(true)
+        .open(&dead)
+        .unwrap()
+        .set_modified(two_minutes_ago)
+        .unwrap();
+    let live = env.write("proj/__pycache__/.rcache-live.tmp", "being written");
     let mut command = env.rcache(&python, &["--json", "materialize", "proj"]);
     let (summary, output) = crate::support::run_json(&mut command);
     assert_eq!(code(&output), 0, "{}", stderr(&output));
-    assert_eq!(summary["removed"], 1, "{summary}");
+    assert_eq!(
+        summary["removed"], 2,
+        "the orphan and the dead temp file: {summary}"
+    );
     assert!(!orphan.exists());
+    assert!(!dead.exists());
+    assert!(live.exists());
     assert!(
         !env.path().join("proj/pkg/__pycache__").exists(),
         "left empty, removed"
