@@ -254,12 +254,19 @@ fn write_if_changed(
         return Ok(true);
     }
     let dir = target.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut temp = tempfile::Builder::new()
+    let mut builder = tempfile::Builder::new();
+    builder
         .prefix(".rcache-")
         .suffix(".tmp")
-        .permissions(pyc_permissions(source))
-        .tempfile_in(dir)?;
+        .permissions(pyc_permissions(source));
+    // Most pycs go to a directory that exists: create it only when missing.
+    let mut temp = match builder.tempfile_in(dir) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            builder.tempfile_in(dir)?
+        }
+        temp => temp?,
+    };
     temp.write_all(bytes)?;
     temp.persist(target).map_err(|err| err.error)?;
     Ok(true)

@@ -268,16 +268,31 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def remove_pycache(tree: Path) -> None:
-    for directory, dirs, _ in os.walk(tree):
-        if "__pycache__" in dirs:
-            shutil.rmtree(os.path.join(directory, "__pycache__"))
-            dirs.remove("__pycache__")
+class Trash:
+    """Moves what a step leaves out of the way, deleting nothing until the
+    end: right after mass deletion, ext4 allocates inodes slowly for tens of
+    seconds (its `recently_deleted` scan, 20-40% of a run's kernel time in
+    `perf`), which would slow whichever step writes files next."""
 
+    def __init__(self, workdir: Path):
+        self.dir = workdir / "trash"
+        self.dir.mkdir()
+        self.count = 0
 
-def remove_store(store: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(f"{store}{suffix}").unlink(missing_ok=True)
+    def discard(self, path: Path) -> None:
+        if os.path.lexists(path):
+            self.count += 1
+            os.rename(path, self.dir / str(self.count))
+
+    def remove_pycache(self, tree: Path) -> None:
+        for directory, dirs, _ in os.walk(tree):
+            if "__pycache__" in dirs:
+                self.discard(Path(directory) / "__pycache__")
+                dirs.remove("__pycache__")
+
+    def remove_store(self, store: Path) -> None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            self.discard(Path(f"{store}{suffix}"))
 
 
 @dataclass
@@ -324,6 +339,7 @@ class Bench:
         self.python = python
         self.workdir = workdir
         self.workers = workers
+        self.trash = Trash(workdir)
 
     def compileall(self, tree: Path, jobs: int) -> Timed:
         # compileall exits 1 when some file does not compile (the stdlib has
@@ -357,16 +373,16 @@ class Bench:
         for index in range(runs):
             print(f"  [{corpus.name}] run {index + 1}/{runs}", file=sys.stderr)
 
-            remove_pycache(tree)
+            self.trash.remove_pycache(tree)
             cold = self.compileall(tree, jobs=0)
             result.record(BASELINE, cold.seconds)
             result.compileall_failures = cold.stdout.count("*** Error compiling")
             result.record("compileall -j0 no-op", self.compileall(tree, 0).seconds)
             result.record("compileall -j1 no-op", self.compileall(tree, 1).seconds)
 
-            remove_pycache(tree)
+            self.trash.remove_pycache(tree)
             result.record("compileall -j1 cold", self.compileall(tree, 1).seconds)
-            remove_pycache(tree)  # rcache gets the same source-only tree
+            self.trash.remove_pycache(tree)  # rcache gets the same source-only tree
 
             store = self.workdir / f"store-{corpus.name}-{index}.sqlite"
             self.rcache_step(result, "rcache warm cold", store, self.workers)
@@ -383,12 +399,12 @@ class Bench:
             time.sleep(max(0.0, RACY_MARGIN - (time.monotonic() - copied)))
             self.rcache_step(result, "rcache materialize no-op", store,
                              self.workers, "materialize", tree=fresh)
-            shutil.rmtree(fresh)
-            remove_pycache(tree)
-            remove_store(store)
+            self.trash.discard(fresh)
+            self.trash.remove_pycache(tree)
+            self.trash.remove_store(store)
 
             self.rcache_step(result, "rcache -j1 warm cold", store, 1)
-            remove_store(store)
+            self.trash.remove_store(store)
 
         self.check_consistency(result)
         return result
@@ -587,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"corpus {name}: {corpus.files} .py files, {corpus.bytes} bytes, "
                   f"copied from {corpus.origin}", file=sys.stderr)
             results.append(bench.run(corpus, args.runs))
-            shutil.rmtree(corpus.tree)
+            bench.trash.discard(corpus.tree)
 
     for result in results:
         print(markdown_table(result, python, workers, args.runs))

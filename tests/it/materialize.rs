@@ -54,61 +54,83 @@ for line in sys.stdin:
 #[test]
 fn stdlib_pycs_are_cpythons_own() {
     for python in pythons() {
-        let env = TestEnv::new();
-        copy_stdlib(python, &env.path().join("first"));
-        let (warm, _) = env.warm_json(python, &["first"]);
-        let root = env.path().join("lib");
-        let files = copy_stdlib(python, &root);
-        let mut command = env.rcache(python, &["--json", "materialize", "lib"]);
-        let (summary, output) = crate::support::run_json(&mut command);
-        assert!(
-            code(&output) <= 1,
-            "{}: {}",
-            python.label(),
-            stderr(&output)
-        );
-        assert_eq!(
-            summary["compiled"],
-            0,
-            "{}: all in the store",
-            python.label()
-        );
-        assert_eq!(summary["workers_started"], 0);
-        let failed = summary["failed"].as_u64().unwrap();
-        assert_eq!(failed, warm["failed"].as_u64().unwrap());
-        assert_eq!(
-            summary["written"].as_u64().unwrap() + failed,
-            files as u64,
-            "{summary}"
-        );
-
-        let sources = py_files(&root);
-        let written: Vec<&PathBuf> = sources
-            .iter()
-            .filter(|path| cache_path(python, path).is_file())
-            .collect();
-        assert_eq!(written.len() as u64 + failed, files as u64);
-        let problems = loader_problems(python, &written);
-        assert!(problems.is_empty(), "{}: {}", python.label(), problems);
-        if python.version >= (3, 11) {
-            let differing = differing_from_pristine(python, &written);
-            assert!(
-                differing.is_empty(),
-                "{}: {} pycs differ from CPython's, e.g. {:?}",
-                python.label(),
-                differing.len(),
-                &differing[..differing.len().min(5)]
-            );
-        }
-        let mut again = env.rcache(python, &["--json", "materialize", "lib"]);
-        let (noop, _) = crate::support::run_json(&mut again);
-        assert_eq!(noop["written"], 0, "{}: {noop}", python.label());
-        assert_eq!(noop["up_to_date"].as_u64().unwrap() + failed, files as u64);
+        let files = materialize_and_check(python, |dest| copy_stdlib(python, dest));
+        eprintln!("{}: {files} stdlib files", python.label());
     }
     covered("stdlib_pycs_are_cpythons_own", pythons());
 }
 
-/// Where CPython looks for the pyc of `source` (level 0, no prefix).
+/// The same for real PyPI packages (Django, SymPy and their dependencies),
+/// in versions that support each interpreter.
+#[test]
+fn pypi_package_pycs_are_cpythons_own() {
+    for python in pythons() {
+        let installed = crate::support::pypi_packages(python);
+        let files = materialize_and_check(python, |dest| {
+            crate::support::copy_tree(&installed, dest)
+        });
+        eprintln!("{}: {files} package files", python.label());
+    }
+    covered("pypi_package_pycs_are_cpythons_own", pythons());
+}
+
+/// Warms a store from one copy of a tree (`copy` makes one and returns its
+/// `.py` count), materializes a second copy from it, and checks every pyc
+/// as [`stdlib_pycs_are_cpythons_own`] says. Returns the file count.
+fn materialize_and_check(python: &Python, copy: impl Fn(&Path) -> usize) -> usize {
+    let env = TestEnv::new();
+    copy(&env.path().join("first"));
+    let (warm, _) = env.warm_json(python, &["first"]);
+    let root = env.path().join("lib");
+    let files = copy(&root);
+    let mut command = env.rcache(python, &["--json", "materialize", "lib"]);
+    let (summary, output) = crate::support::run_json(&mut command);
+    assert!(
+        code(&output) <= 1,
+        "{}: {}",
+        python.label(),
+        stderr(&output)
+    );
+    assert_eq!(
+        summary["compiled"],
+        0,
+        "{}: all in the store",
+        python.label()
+    );
+    assert_eq!(summary["workers_started"], 0);
+    let failed = summary["failed"].as_u64().unwrap();
+    assert_eq!(failed, warm["failed"].as_u64().unwrap());
+    assert_eq!(
+        summary["written"].as_u64().unwrap() + failed,
+        files as u64,
+        "{summary}"
+    );
+
+    let sources = py_files(&root);
+    let written: Vec<&PathBuf> = sources
+        .iter()
+        .filter(|path| cache_path(python, path).is_file())
+        .collect();
+    assert_eq!(written.len() as u64 + failed, files as u64);
+    let problems = loader_problems(python, &written);
+    assert!(problems.is_empty(), "{}: {}", python.label(), problems);
+    if python.version >= (3, 11) {
+        let differing = differing_from_pristine(python, &written);
+        assert!(
+            differing.is_empty(),
+            "{}: {} pycs differ from CPython's, e.g. {:?}",
+            python.label(),
+            differing.len(),
+            &differing[..differing.len().min(5)]
+        );
+    }
+    let mut again = env.rcache(python, &["--json", "materialize", "lib"]);
+    let (noop, _) = crate::support::run_json(&mut again);
+    assert_eq!(noop["written"], 0, "{}: {noop}", python.label());
+    assert_eq!(noop["up_to_date"].as_u64().unwrap() + failed, files as u64);
+    files
+}
+
 fn cache_path(python: &Python, source: &Path) -> PathBuf {
     let tag = format!("cpython-3{}", python.version.1);
     rcache::pyc::cache_path(source, &tag, 0, None)

@@ -316,7 +316,9 @@ pub fn copy_stdlib(python: &Python, dest: &Path) -> usize {
     copy_tree(&stdlib, dest)
 }
 
-fn copy_tree(from: &Path, to: &Path) -> usize {
+/// Copies `from` to `to` (no `__pycache__`, no `site-packages`); returns the
+/// number of `.py` files.
+pub fn copy_tree(from: &Path, to: &Path) -> usize {
     std::fs::create_dir_all(to).unwrap();
     let mut count = 0;
     for entry in std::fs::read_dir(from).unwrap() {
@@ -336,6 +338,41 @@ fn copy_tree(from: &Path, to: &Path) -> usize {
         }
     }
     count
+}
+
+/// Real PyPI packages (Django and SymPy, with their dependencies) in
+/// versions that support `python`, installed once with `pip install
+/// --target` under `~/.cache/rcache-tests/` and reused; returns the dir.
+pub fn pypi_packages(python: &Python) -> PathBuf {
+    let pins: &[&str] = if python.version >= (3, 10) {
+        &["Django==5.2.19", "sympy==1.14.0"]
+    } else {
+        &["Django==4.2.30", "sympy==1.13.3"]
+    };
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
+        .expect("HOME or XDG_CACHE_HOME")
+        .join("rcache-tests");
+    let dir = cache.join(format!(
+        "packages-{}-{}",
+        python.full_version,
+        pins.join("-")
+    ));
+    let done = dir.join(".rcache-tests-complete");
+    if done.exists() {
+        return dir;
+    }
+    let _ = std::fs::remove_dir_all(&dir); // an install that was interrupted
+    let status = Command::new(&python.path)
+        .args(["-m", "pip", "install", "-q", "--no-compile", "--target"])
+        .arg(&dir)
+        .args(pins)
+        .status()
+        .unwrap();
+    assert!(status.success(), "pip install {pins:?} for {}", python.label());
+    std::fs::write(&done, pins.join("\n")).unwrap();
+    dir
 }
 
 /// Every `.py` file under `dir`, sorted, skipping `__pycache__`.
