@@ -6,7 +6,7 @@
 //! identity means unchanged bytes. Timestamps are coarse, though: an edit in
 //! the same clock tick as the read could keep them. So, as git does for its
 //! "racily clean" entries, a file is only remembered when it was last
-//! changed well before it was read ([`RACY_MARGIN`]); a fresher file is
+//! changed well before it was read ([`racy_margin`]); a fresher file is
 //! read again next time.
 
 use std::io::Read as _;
@@ -22,9 +22,14 @@ use crate::scan::{ScanError, io_error};
 use crate::store::{KnownSource, Store};
 
 /// How much older than the read a file's mtime and ctime must be for the
-/// file to be remembered: more than any file system's timestamp tick and
-/// the drift between the kernel's coarse clock and the wall clock.
-const RACY_MARGIN: Duration = Duration::from_secs(2);
+/// file to be remembered, on file systems with fine timestamps: ext4, XFS,
+/// btrfs and APFS stamp files with the kernel's coarse clock, one tick
+/// (1-10 ms) behind the wall clock at most, so 100 ms is ten ticks.
+const RACY_MARGIN: Duration = Duration::from_millis(100);
+/// The same where timestamps are whole seconds (FAT's are 2 s, HFS+ and some
+/// network file systems keep seconds): an edit within the same second or two
+/// keeps them.
+const RACY_MARGIN_COARSE: Duration = Duration::from_secs(3);
 
 /// A source keyed once, with its key at each level asked.
 pub struct Source {
@@ -159,7 +164,7 @@ fn read(path: &Path) -> Result<(std::fs::Metadata, Vec<u8>), ScanError> {
     Ok((metadata, bytes))
 }
 
-/// Whether the file was modified or changed less than [`RACY_MARGIN`]
+/// Whether the file was modified or changed less than [`racy_margin`]
 /// before `read_at` (or after it).
 fn changed_near(metadata: &std::fs::Metadata, read_at: SystemTime) -> bool {
     let identity = FileIdentity::from_metadata(metadata);
@@ -167,7 +172,18 @@ fn changed_near(metadata: &std::fs::Metadata, read_at: SystemTime) -> bool {
     let Ok(read_at) = read_at.duration_since(SystemTime::UNIX_EPOCH) else {
         return true; // a clock before 1970 proves nothing
     };
-    i128::from(latest_ns) + RACY_MARGIN.as_nanos() as i128 > read_at.as_nanos() as i128
+    let margin = racy_margin(&identity).as_nanos() as i128;
+    i128::from(latest_ns) + margin > read_at.as_nanos() as i128
+}
+
+/// The racy margin for a file: a ctime in whole seconds (which no program
+/// can set) says the file system keeps only seconds.
+fn racy_margin(identity: &FileIdentity) -> Duration {
+    if identity.ctime_ns % 1_000_000_000 == 0 {
+        RACY_MARGIN_COARSE
+    } else {
+        RACY_MARGIN
+    }
 }
 
 fn changed_while_read(path: &Path) -> ScanError {
@@ -175,5 +191,48 @@ fn changed_while_read(path: &Path) -> ScanError {
         path: path.to_owned(),
         error_type: "OSError".to_owned(),
         message: "the file changed while it was read".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_racy_until_the_margin_has_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fresh.py");
+        std::fs::write(&path, "x = 1\n").unwrap();
+        let metadata = std::fs::metadata(&path).unwrap();
+        let identity = FileIdentity::from_metadata(&metadata);
+        let changed = SystemTime::UNIX_EPOCH
+            + Duration::from_nanos(identity.mtime_ns.max(identity.ctime_ns) as u64);
+        let margin = racy_margin(&identity);
+        assert!(changed_near(&metadata, changed));
+        assert!(changed_near(
+            &metadata,
+            changed + margin - Duration::from_millis(1)
+        ));
+        assert!(!changed_near(
+            &metadata,
+            changed + margin + Duration::from_millis(1)
+        ));
+    }
+
+    #[test]
+    fn whole_second_timestamps_get_the_coarse_margin() {
+        let fine = FileIdentity {
+            device: 1,
+            inode: 2,
+            size: 3,
+            mtime_ns: 1_700_000_000_123_456_789,
+            ctime_ns: 1_700_000_000_123_456_789,
+        };
+        assert_eq!(racy_margin(&fine), RACY_MARGIN);
+        let coarse = FileIdentity {
+            ctime_ns: 1_700_000_000_000_000_000,
+            ..fine
+        };
+        assert_eq!(racy_margin(&coarse), RACY_MARGIN_COARSE);
     }
 }

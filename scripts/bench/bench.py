@@ -12,9 +12,9 @@ the baseline is always measured on the same machine, interpreter and tree:
                          `rcache materialize` into a fresh copy of the tree
                          (new files, no pycs) from the store warmed above
   rcache materialize no-op
-                         the same command again, at least 2 s after the copy
+                         the same command again, at least 0.1 s after the copy
                          was made (rcache re-reads sources changed in the last
-                         2 s); compare with `compileall -j1 no-op`
+                         0.1 s); compare with `compileall -j1 no-op`
   compileall -j1 no-op   `python -m compileall -q` (serial) on a compiled tree
   compileall -j1 cold    single-worker baseline
   rcache -j1 warm cold   single-worker rcache
@@ -95,7 +95,7 @@ SCRUBBED_ENV = (
 BASELINE = "compileall -j0 cold"
 # rcache never trusts its record of a source changed less than this many
 # seconds before it was read (src/source.rs, RACY_MARGIN).
-RACY_MARGIN = 2.0
+RACY_MARGIN = 0.1
 
 
 class BenchError(Exception):
@@ -394,7 +394,7 @@ class Bench:
             copied = time.monotonic()
             self.rcache_step(result, "rcache materialize, warm store", store,
                              self.workers, "materialize", tree=fresh)
-            # rcache re-reads a source changed in the last 2 s (its racy
+            # rcache re-reads a source changed in the last 0.1 s (its racy
             # timestamp guard); a no-op run comes later than that in life.
             time.sleep(max(0.0, RACY_MARGIN - (time.monotonic() - copied)))
             self.rcache_step(result, "rcache materialize no-op", store,

@@ -370,7 +370,11 @@ pub fn pypi_packages(python: &Python) -> PathBuf {
         .args(pins)
         .status()
         .unwrap();
-    assert!(status.success(), "pip install {pins:?} for {}", python.label());
+    assert!(
+        status.success(),
+        "pip install {pins:?} for {}",
+        python.label()
+    );
     std::fs::write(&done, pins.join("\n")).unwrap();
     dir
 }
