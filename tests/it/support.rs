@@ -365,6 +365,7 @@ pub fn pypi_packages(python: &Python) -> PathBuf {
     }
     let _ = std::fs::remove_dir_all(&dir); // an install that was interrupted
     let status = Command::new(&python.path)
+        .env("PIP_ROOT_USER_ACTION", "ignore")
         .args(["-m", "pip", "install", "-q", "--no-compile", "--target"])
         .arg(&dir)
         .args(pins)
