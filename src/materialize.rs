@@ -131,7 +131,7 @@ pub fn write_pycs(
         }
         Ok(())
     })?;
-    let results = parallel::map(&jobs, threads, |job| {
+    let results = parallel::map_contiguous(&jobs, threads, |job| {
         build_and_write(job, profile, options.mode, options.dry_run)
     });
     for (job, result) in jobs.into_iter().zip(results) {

@@ -98,9 +98,10 @@ impl Pipeline<'_> {
             self.pool.workers,
         )?;
         tracing::debug!(
-            "keyed {} sources: {read} read, {} unchanged since the store's record of them",
+            "keyed {} sources: {read} read, {} unchanged since the store's record of them, by {:.1?}",
             sources.len(),
-            sources.len() - read
+            sources.len() - read,
+            start.elapsed()
         );
         self.store.record_sources(&to_remember)?;
         summary.files = files.len() as u64;
@@ -111,6 +112,7 @@ impl Pipeline<'_> {
             stale,
             jobs,
         } = self.plan(&mut sources, &mut read_errors)?;
+        tracing::debug!("looked up by {:.1?}: {} to compile", start.elapsed(), jobs.len());
         let mut interrupted = false;
         if !jobs.is_empty() {
             let (started, stored_bytes) = self.compile(jobs, &sources, &mut states)?;
@@ -142,7 +144,6 @@ impl Pipeline<'_> {
         let misses = summary.compiled + count(|state| matches!(state, KeyState::Failed(_)));
         self.store
             .finish_run(&stale, &[("hits", answered), ("misses", misses)])?;
-        self.store.checkpoint();
         summary.seconds = start.elapsed().as_secs_f64();
         let levels = self.levels;
         let compiled = sources

@@ -114,9 +114,13 @@ fn walk(root: &Path, cwd: &Path, options: &ScanOptions, found: &Mutex<Found>) {
         .hidden(false)
         .require_git(false)
         .threads(options.threads)
+        // Pruned here, not in `visit`: the walker lists a directory before
+        // visiting it, and listing every `__pycache__` is a no-op run's
+        // largest cost after the sources.
         .filter_entry(|entry| {
             let name = entry.file_name();
-            !(entry.file_type().is_some_and(|kind| kind.is_dir()) && name == ".git")
+            !(entry.file_type().is_some_and(|kind| kind.is_dir())
+                && (name == ".git" || name == "__pycache__"))
         });
     if options.no_ignore || named_venv {
         builder
@@ -158,9 +162,6 @@ fn visit(entry: &ignore::DirEntry, found: &Mutex<Found>) -> WalkState {
     };
     let path = entry.path();
     if kind.is_dir() {
-        if entry.file_name() == "__pycache__" {
-            return WalkState::Skip;
-        }
         // Remembered even when ignore rules hide it (`__pycache__/` is in
         // most `.gitignore` files): its pycs may have lost their sources.
         let pycache = path.join("__pycache__");

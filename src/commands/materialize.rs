@@ -16,6 +16,7 @@ pub fn materialize(
 ) -> anyhow::Result<ExitStatus> {
     let start = std::time::Instant::now();
     let mut filled = fill_store(global, &config.walk)?;
+    tracing::debug!("store filled by {:.1?}", start.elapsed());
     let mut written = write_pycs(
         &filled.store,
         &filled.interpreter.profile,
@@ -35,8 +36,14 @@ pub fn materialize(
             message: format!("stored code {why}; not written"),
         });
     }
+    tracing::debug!(
+        "{} pycs written by {:.1?}",
+        written.written,
+        start.elapsed()
+    );
     filled.store.record_written(&written.records)?;
     filled.store.checkpoint();
+    tracing::debug!("recorded by {:.1?}", start.elapsed());
     let walked = filled.files.iter().cloned().collect();
     let sweeper = Sweeper {
         cache_tag: &filled.interpreter.profile.cache_tag,
@@ -48,6 +55,7 @@ pub fn materialize(
         None => sweeper.pycache_dirs(&filled.pycache_dirs),
         Some(prefix) => sweeper.prefix_tree(prefix, &filled.roots),
     };
+    tracing::debug!("swept by {:.1?}", start.elapsed());
     if config.write.dry_run && !global.json {
         let mut stdout = std::io::stdout().lock();
         for path in &written.paths {

@@ -15,6 +15,7 @@ use crate::store::Store;
 
 pub fn warm(global: &GlobalConfig, config: &WalkConfig) -> anyhow::Result<ExitStatus> {
     let filled = fill_store(global, config)?;
+    filled.store.checkpoint();
     print(global, &filled.outcome.summary, "Warmed")?;
     Ok(exit_status(&filled.outcome))
 }
@@ -42,7 +43,13 @@ pub(super) fn fill_store(global: &GlobalConfig, config: &WalkConfig) -> anyhow::
         interpreter.profile.version,
         interpreter.executable.display()
     );
+    let scan_start = std::time::Instant::now();
     let found = scan::scan(&config.paths, &global.cwd, &config.scan);
+    tracing::debug!(
+        "walked {} files in {:.1?}",
+        found.files.len(),
+        scan_start.elapsed()
+    );
     if global.verbosity != Verbosity::Quiet {
         warn_about_venvs(&found.venvs, &interpreter.profile)?;
     }

@@ -172,6 +172,7 @@ impl Store {
             return Ok(());
         }
         let now = unix_now();
+        self.stored_code = true;
         self.write_transaction(|tx| {
                 let mut insert = tx.prepare_cached(
                     "INSERT OR REPLACE INTO entries

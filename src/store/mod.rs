@@ -43,6 +43,8 @@ pub use written::WrittenPyc;
 
 /// How long a process waits for another one's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
+/// A WAL this big is checkpointed even by a run that stored no code.
+const WAL_CHECKPOINT_BYTES: u64 = 4 << 20;
 
 /// Errors opening or using the store.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +105,8 @@ pub enum Error {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// This connection committed compiled code or failures.
+    stored_code: bool,
 }
 
 impl Store {
@@ -139,6 +143,7 @@ impl Store {
         Ok(Self {
             conn,
             path: path.to_owned(),
+            stored_code: false,
         })
     }
 
@@ -147,9 +152,19 @@ impl Store {
         &self.path
     }
 
-    /// Moves everything in the WAL into the main file. Best effort: another
-    /// process reading at this moment just leaves some for the next run.
+    /// Moves everything in the WAL into the main file, if this run stored
+    /// code or the WAL has grown past [`WAL_CHECKPOINT_BYTES`]: the fsyncs
+    /// of a checkpoint cost a no-op run a third of its time, and what it
+    /// writes (counters, records of files) is harmless to lose with a copy
+    /// of the main file alone. Best effort: another process reading at this
+    /// moment just leaves some for the next run.
     pub fn checkpoint(&self) {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let wal_bytes = std::fs::metadata(wal).map_or(0, |metadata| metadata.len());
+        if !self.stored_code && wal_bytes < WAL_CHECKPOINT_BYTES {
+            return;
+        }
         if let Err(err) = self
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
@@ -158,8 +173,6 @@ impl Store {
         }
     }
 
-    /// Runs `work` in one short `BEGIN IMMEDIATE` transaction (see
-    /// "Locking") and commits it.
     /// Runs `reads` in one read transaction: one consistent snapshot, and
     /// one lock round-trip instead of one per statement (thousands of
     /// lookups otherwise cost more in `fcntl` than in SQLite).
@@ -173,6 +186,8 @@ impl Store {
         Ok(value)
     }
 
+    /// Runs `work` in one short `BEGIN IMMEDIATE` transaction (see
+    /// "Locking") and commits it.
     fn write_transaction<T>(
         &mut self,
         work: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
