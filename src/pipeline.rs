@@ -112,7 +112,11 @@ impl Pipeline<'_> {
             stale,
             jobs,
         } = self.plan(&mut sources, &mut read_errors)?;
-        tracing::debug!("looked up by {:.1?}: {} to compile", start.elapsed(), jobs.len());
+        tracing::debug!(
+            "looked up by {:.1?}: {} to compile",
+            start.elapsed(),
+            jobs.len()
+        );
         let mut interrupted = false;
         if !jobs.is_empty() {
             let (started, stored_bytes) = self.compile(jobs, &sources, &mut states)?;

@@ -779,3 +779,45 @@ fn sources_edited_or_removed_during_the_run_get_no_pyc() {
         &[python],
     );
 }
+
+/// `--dry-run` says which pycs it would write (new or changed sources) and
+/// remove (orphans), and changes nothing in the tree.
+#[test]
+fn dry_run_says_what_it_would_do_and_does_nothing() {
+    let python = crate::support::any_python();
+    let env = TestEnv::new();
+    let gone = env.write("proj/gone.py", "A = 1\n");
+    let edited = env.write("proj/edited.py", "B = 1\n");
+    env.write("proj/kept.py", "C = 1\n");
+    let mut command = env.rcache(&python, &["materialize", "proj"]);
+    assert_eq!(code(&command.output().unwrap()), 0);
+    std::fs::remove_file(&gone).unwrap();
+    std::fs::write(&edited, "B = 22\n").unwrap();
+    let added = env.write("proj/added.py", "D = 1\n");
+    let before = crate::support::snapshot(&env.path().join("proj"));
+
+    let output = env
+        .rcache(&python, &["materialize", "--dry-run", "proj"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let mut said: Vec<&str> = stdout.lines().collect();
+    said.sort_unstable();
+    let mut expected = vec![
+        format!("would remove {}", cache_path(&python, &gone).display()),
+        format!("would write {}", cache_path(&python, &added).display()),
+        format!("would write {}", cache_path(&python, &edited).display()),
+    ];
+    expected.sort_unstable();
+    assert_eq!(said, expected);
+    assert_eq!(crate::support::snapshot(&env.path().join("proj")), before);
+
+    let mut command = env.rcache(&python, &["--json", "materialize", "--dry-run", "proj"]);
+    let (summary, _) = crate::support::run_json(&mut command);
+    assert_eq!(summary["written"], 2, "{summary}");
+    assert_eq!(summary["up_to_date"], 1, "{summary}");
+    assert_eq!(summary["removed"], 1, "{summary}");
+    assert_eq!(crate::support::snapshot(&env.path().join("proj")), before);
+    covered("dry_run_says_what_it_would_do_and_does_nothing", &[python]);
+}
