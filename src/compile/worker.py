@@ -3,9 +3,10 @@
 # Reads requests from stdin and answers on stdout, as length-prefixed frames
 # (u32 big-endian length, then the body); see src/compile/protocol.rs for the
 # layout. Each level of each request is compiled in a child forked from this
-# process, which itself never compiles anything: CPython's marshal output
-# depends on what the process compiled and interned before, so a fresh fork
-# per compile gives the bytes a pristine interpreter gives.
+# process, which itself compiles nothing but an empty source (see the end):
+# CPython's marshal output depends on what the process compiled and interned
+# before, so a fresh fork per compile gives the bytes a pristine interpreter
+# gives.
 #
 # Only modules that `python -S -s` has loaded at start-up (`posix`, `marshal`,
 # `sys`, `time`, the frozen importlib) and the built-in `gc` are used: a module whose constants
@@ -177,4 +178,11 @@ def serve():
 # there only touches (and so copies) pages shared with this process, which
 # made each compile about 7% slower here.
 gc.disable()
+# The first compile() of a process builds the `ast` node types (about 120
+# heap types and their interned field names) before it parses anything:
+# ~3 ms that every fork would pay again. Compiling an empty source here does
+# that once, and leaves each fork where a pristine interpreter's first
+# compile() stands after that step; the file name is no identifier, so it
+# interns nothing a source could use.
+compile(b"", "<rcache worker>", "exec", dont_inherit=True)
 serve()
