@@ -664,14 +664,7 @@ fn unchanged_sources_are_not_read_and_edits_are_seen() {
     let (_, log) = materialize(&[]);
     assert!(log.contains("keyed 2 sources: 0 read"), "{log}");
 
-    let mtime = std::fs::metadata(&edited).unwrap().modified().unwrap();
-    std::fs::write(&edited, "X = 2\n").unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&edited)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    rewrite_keeping_mtime(&edited, "X = 2\n");
     let (after_edit, log) = materialize(&[]);
     assert!(log.contains("keyed 2 sources: 1 read"), "{log}");
     assert_eq!(after_edit["compiled"], 1, "{after_edit}");
@@ -697,6 +690,19 @@ fn unchanged_sources_are_not_read_and_edits_are_seen() {
         "unchanged_sources_are_not_read_and_edits_are_seen",
         &[python],
     );
+}
+
+/// Rewrites `path` with `contents` and sets its mtime back: with the same
+/// size, only ctime tells the file changed (a same-second `git checkout`).
+fn rewrite_keeping_mtime(path: &Path, contents: &str) {
+    let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
+    std::fs::write(path, contents).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
 }
 
 /// What `python -c script` prints, run in `dir` with the bytecode it finds
@@ -740,14 +746,7 @@ fn sources_edited_or_removed_during_the_run_get_no_pyc() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(700));
-    let mtime = std::fs::metadata(&edited).unwrap().modified().unwrap();
-    std::fs::write(&edited, "X = 2\n").unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&edited)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    rewrite_keeping_mtime(&edited, "X = 2\n");
     std::fs::remove_file(&removed).unwrap();
     let output = child.wait_with_output().unwrap();
     let text = stderr(&output);
