@@ -186,16 +186,9 @@ fn build_and_write(job: &PycJob<'_>, profile: &Profile, mode: Mode, dry_run: boo
     bytes.extend_from_slice(&pyc::header(profile.magic, validation));
     bytes.extend_from_slice(&body);
     // The code and header describe the source as it was keyed; an edit since
-    // (even one that keeps size and mtime) would make a stale pyc look valid.
-    let now = FileIdentity::of(path).ok();
-    if now != Some(FileIdentity::from_metadata(&job.source.metadata)) {
-        return PycResult::Failed(Failure {
-            path: path.display().to_string(),
-            line: None,
-            col: None,
-            error_type: "OSError".to_owned(),
-            message: "the file changed or vanished during the run; no pyc written".to_owned(),
-        });
+    // would make a stale pyc look valid.
+    if let Err(error) = job.source.check_unchanged() {
+        return PycResult::Failed(error.into());
     }
     match write_if_changed(&job.target, &bytes, &job.source.metadata, dry_run) {
         Ok(changed) => {

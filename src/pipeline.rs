@@ -202,15 +202,22 @@ impl Pipeline<'_> {
             Ok(())
         })?;
         let is_miss = |key: &Key| matches!(plan.states.get(key), Some(KeyState::Pending));
-        let readable = parallel::map(sources, self.pool.workers, |source| {
+        if !plan
+            .states
+            .values()
+            .any(|state| matches!(state, KeyState::Pending))
+        {
+            return Ok(plan); // all hits: nothing to read or compile
+        }
+        let unreadable = parallel::map(sources, self.pool.workers, |source| {
             if source.keys.iter().any(is_miss) {
                 source.bytes().err()
             } else {
                 None
             }
         });
-        let mut readable = readable.into_iter();
-        sources.retain(|_| match readable.next().flatten() {
+        let mut unreadable = unreadable.into_iter();
+        sources.retain(|_| match unreadable.next().flatten() {
             Some(error) => {
                 read_errors.push(error);
                 false

@@ -59,6 +59,22 @@ impl Source {
         }
         Ok(self.bytes.get_or_init(|| bytes.into()))
     }
+
+    /// Whether the file still has the identity it was keyed with: code and
+    /// a header made for it must not be written for a file edited since
+    /// (even an edit that keeps size and mtime changes ctime) or removed.
+    pub fn check_unchanged(&self) -> Result<(), ScanError> {
+        let now = FileIdentity::of(&self.path).ok();
+        if now == Some(FileIdentity::from_metadata(&self.metadata)) {
+            Ok(())
+        } else {
+            Err(ScanError {
+                path: self.path.clone(),
+                error_type: "OSError".to_owned(),
+                message: "the file changed or vanished during the run; no pyc written".to_owned(),
+            })
+        }
+    }
 }
 
 /// Every file keyed: the sources, the files that could not be read, and

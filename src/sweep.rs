@@ -46,7 +46,7 @@ pub struct Sweeper<'a> {
     pub cache_tag: &'a str,
     pub sweep: Sweep,
     /// The sources just walked: known to exist without a `stat`.
-    pub walked: &'a HashSet<PathBuf>,
+    pub walked: &'a HashSet<&'a Path>,
     /// Only say what would be removed.
     pub dry_run: bool,
 }
@@ -133,7 +133,7 @@ impl Sweeper<'_> {
             let mut source_name = stem.to_vec();
             source_name.extend_from_slice(b".py");
             let source = source_dir.join(os_string_from_bytes(source_name));
-            let walked = self.walked.contains(&source);
+            let walked = self.walked.contains(source.as_path());
             let keep = match self.sweep {
                 Sweep::Orphans => walked || source.exists(),
                 Sweep::All => !walked && source.exists(),

@@ -3,6 +3,7 @@
 //! Starts no Python when the interpreter's profile is in the store.
 
 use std::io::Write as _;
+use std::path::PathBuf;
 
 use super::warm::print;
 use crate::config::{CleanConfig, GlobalConfig, Verbosity};
@@ -17,7 +18,7 @@ pub fn clean(global: &GlobalConfig, config: &CleanConfig) -> anyhow::Result<Exit
     let (interpreter, _) = super::select_interpreter(global, &mut store)?;
     let tag = &interpreter.profile.cache_tag;
     let found = scan::scan(&config.paths, &global.cwd, &config.scan);
-    let walked = found.files.iter().cloned().collect();
+    let walked = found.files.iter().map(PathBuf::as_path).collect();
     let sweeper = Sweeper {
         cache_tag: tag,
         sweep: Sweep::All,

@@ -2,6 +2,7 @@
 //! use, compiling only content the store has never seen.
 
 use std::io::Write as _;
+use std::path::PathBuf;
 
 use super::warm::{Filled, exit_status, fill_store, print};
 use crate::config::{GlobalConfig, MaterializeConfig, Verbosity};
@@ -44,7 +45,7 @@ pub fn materialize(
     filled.store.record_written(&written.records)?;
     filled.store.checkpoint();
     tracing::debug!("recorded by {:.1?}", start.elapsed());
-    let walked = filled.files.iter().cloned().collect();
+    let walked = filled.files.iter().map(PathBuf::as_path).collect();
     let sweeper = Sweeper {
         cache_tag: &filled.interpreter.profile.cache_tag,
         sweep: Sweep::Orphans,
