@@ -62,6 +62,9 @@ pub enum Command {
     Clean(CleanArgs),
     /// Show what the store holds
     Stats,
+    /// Run `python ARGS...` with every import served from the store
+    #[command(disable_help_flag = true, disable_version_flag = true)]
+    Exec(ExecArgs),
 }
 
 /// Which sources to take, and how long one may take to compile.
@@ -120,6 +123,19 @@ pub struct CleanArgs {
     pub dry_run: bool,
 }
 
+/// Arguments of `rcache exec`: all of them go to Python, verbatim.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Python's own arguments: a script, `-m MODULE`, `-c CODE`, flags...
+    #[arg(
+        value_name = "PYTHON ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        num_args = 0..
+    )]
+    pub args: Vec<OsString>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +154,26 @@ mod tests {
         assert_eq!(before.global.optimize, vec![2]);
         assert_eq!(after.global.optimize, vec![2]);
         assert!(Cli::try_parse_from(["rcache", "-O", "3", "warm"]).is_err());
+    }
+
+    #[test]
+    fn everything_after_exec_goes_to_python() {
+        let args = [
+            "-O",
+            "-X",
+            "importtime",
+            "-v",
+            "--json",
+            "-c",
+            "pass",
+            "--help",
+        ];
+        let cli = Cli::try_parse_from(["rcache", "-v", "exec"].iter().chain(&args)).unwrap();
+        let Command::Exec(exec) = cli.command else {
+            panic!("not exec")
+        };
+        assert_eq!(exec.args, args.map(OsString::from));
+        assert_eq!(cli.global.verbose, 1);
+        assert!(cli.global.optimize.is_empty() && !cli.global.json);
     }
 }

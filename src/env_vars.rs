@@ -16,6 +16,16 @@ pub const PYENV_ROOT: &str = "PYENV_ROOT";
 pub const PYENV_VERSION: &str = "PYENV_VERSION";
 /// CPython's pycache prefix: `materialize` writes under it when set.
 pub const PYTHONPYCACHEPREFIX: &str = "PYTHONPYCACHEPREFIX";
+/// Python's module search path: `rcache exec` puts its hook first on it.
+pub const PYTHONPATH: &str = "PYTHONPATH";
+/// `rcache exec`: the PYTHONPATH the program was given (unset when it had none).
+pub const RCACHE_EXEC_PYTHONPATH: &str = "RCACHE_EXEC_PYTHONPATH";
+/// `rcache exec`: the directory holding the hook.
+pub const RCACHE_EXEC_HOOK: &str = "RCACHE_EXEC_HOOK";
+/// `rcache exec`: the socket the code server listens on.
+pub const RCACHE_EXEC_SOCKET: &str = "RCACHE_EXEC_SOCKET";
+/// Per-user runtime directory; `rcache exec` keeps its socket there.
+pub const XDG_RUNTIME_DIR: &str = "XDG_RUNTIME_DIR";
 /// Reproducible builds: `py_compile` then defaults to checked-hash pycs.
 pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
 /// The XDG base directory for caches (read through the `dirs` crate).

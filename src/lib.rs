@@ -11,6 +11,7 @@ pub mod commands;
 pub mod compile;
 pub mod config;
 pub mod env_vars;
+pub mod exec;
 pub mod exit;
 pub mod identity;
 pub mod interpreter;
@@ -43,7 +44,11 @@ use crate::exit::ExitStatus;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.global.verbose);
-    interrupt::install();
+    // `exec` forks while it has a single thread, and then becomes Python,
+    // which handles Ctrl-C itself.
+    if !matches!(cli.command, Command::Exec(_)) {
+        interrupt::install();
+    }
     match run(&cli) {
         Ok(status) => status.into(),
         Err(err) => {
@@ -71,5 +76,6 @@ fn run(cli: &Cli) -> anyhow::Result<ExitStatus> {
             commands::materialize(&global, &MaterializeConfig::from_args(args, &global)?)
         }
         Command::Stats => commands::stats(&global),
+        Command::Exec(args) => commands::exec(&global, &args.args),
     }
 }

@@ -28,9 +28,6 @@ use crate::scan::ScanError;
 use crate::source::{Keyed, Source, key_all};
 use crate::store::{Lookup, NewEntry, NewFailure, Store, StoredFailure};
 
-/// zstd level for stored code: marshal data compresses about 3x at level 3,
-/// and higher levels cost more compile-path time than they save on disk.
-const ZSTD_LEVEL: i32 = 3;
 /// A batch of results is committed when it is this big ...
 const BATCH_ENTRIES: usize = 256;
 /// ... or this old, keeping write transactions short.
@@ -310,17 +307,13 @@ impl Pipeline<'_> {
         match result {
             LevelResult::Compiled { code, warnings } => {
                 let warnings = normalize_warnings(&warnings, &key.placeholder_filename());
-                let data = zstd::bulk::compress(&code, ZSTD_LEVEL)
-                    .expect("compressing into a Vec cannot fail");
-                batch.entries.push(NewEntry {
+                batch.entries.push(NewEntry::compressed(
                     key,
-                    profile_id: self.profile_id,
-                    optimize: level,
-                    raw_size: code.len(),
-                    checksum: *blake3::hash(&code).as_bytes(),
-                    data,
-                    warnings: warnings.clone(),
-                });
+                    self.profile_id,
+                    level,
+                    &code,
+                    warnings.clone(),
+                ));
                 KeyState::Compiled { warnings, owner }
             }
             LevelResult::Failed {

@@ -60,6 +60,14 @@ impl Source {
         Ok(self.bytes.get_or_init(|| bytes.into()))
     }
 
+    /// What the store remembers of this file: its identity and content hash.
+    pub fn known(&self) -> KnownSource {
+        KnownSource {
+            identity: FileIdentity::from_metadata(&self.metadata),
+            content: self.content,
+        }
+    }
+
     /// Whether the file still has the identity it was keyed with: code and
     /// a header made for it must not be written for a file edited since
     /// (even an edit that keeps size and mtime changes ctime) or removed.
@@ -123,11 +131,9 @@ pub fn key_all(
             Ok((source, remember)) => {
                 keyed.read += usize::from(source.bytes.get().is_some());
                 if remember {
-                    let known = KnownSource {
-                        identity: FileIdentity::from_metadata(&source.metadata),
-                        content: source.content,
-                    };
-                    keyed.to_remember.push((source.path.clone(), known));
+                    keyed
+                        .to_remember
+                        .push((source.path.clone(), source.known()));
                 }
                 keyed.sources.push(source);
             }
@@ -139,7 +145,10 @@ pub fn key_all(
 
 /// The source at `path` without its keys, from `known` if the file is
 /// unchanged since, else read; and whether to remember it.
-fn read_or_recall(path: &Path, known: Option<KnownSource>) -> Result<(Source, bool), ScanError> {
+pub fn read_or_recall(
+    path: &Path,
+    known: Option<KnownSource>,
+) -> Result<(Source, bool), ScanError> {
     if let Some(known) = known {
         if let Ok(metadata) = std::fs::metadata(path) {
             if FileIdentity::from_metadata(&metadata) == known.identity {

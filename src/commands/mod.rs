@@ -1,11 +1,13 @@
 //! One file per subcommand; each returns the run's [`ExitStatus`].
 
 mod clean;
+mod exec;
 mod materialize;
 mod stats;
 mod warm;
 
 pub use clean::clean;
+pub use exec::exec;
 pub use materialize::materialize;
 pub use stats::stats;
 pub use warm::warm;

@@ -9,6 +9,10 @@ use crate::key::Key;
 /// hot path almost never cost a write.
 const LAST_USED_GRANULARITY_SECS: i64 = 24 * 60 * 60;
 
+/// zstd level for stored code: marshal data compresses about 3x at level 3,
+/// and higher levels cost more compile-path time than they save on disk.
+const ZSTD_LEVEL: i32 = 3;
+
 /// What the store holds for a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
@@ -78,6 +82,29 @@ pub struct NewEntry {
     /// zstd-compressed marshal bytes.
     pub data: Vec<u8>,
     pub warnings: Option<String>,
+}
+
+impl NewEntry {
+    /// The entry for marshal bytes `code` compiled at `optimize`, with the
+    /// warnings as [`crate::report::normalize_warnings`] keeps them.
+    pub fn compressed(
+        key: Key,
+        profile_id: i64,
+        optimize: u8,
+        code: &[u8],
+        warnings: Option<String>,
+    ) -> Self {
+        Self {
+            key,
+            profile_id,
+            optimize,
+            raw_size: code.len(),
+            checksum: *blake3::hash(code).as_bytes(),
+            data: zstd::bulk::compress(code, ZSTD_LEVEL)
+                .expect("compressing into a Vec cannot fail"),
+            warnings,
+        }
+    }
 }
 
 /// A compile failure to remember.
@@ -212,7 +239,8 @@ impl Store {
         })
     }
 
-    /// Ends a run: refreshes the last-use time of `used` keys and adds
+    /// Ends a run: refreshes the last-use time of `used` keys (those used
+    /// within the last day keep theirs) and adds
     /// `counters` to the lifetime totals, in one transaction (none at all
     /// when there is nothing to write).
     pub fn finish_run(&mut self, used: &[Key], counters: &[(&str, u64)]) -> Result<(), Error> {
@@ -222,13 +250,17 @@ impl Store {
         }
         let now = unix_now();
         self.write_transaction(|tx| {
-            let mut touch_entry =
-                tx.prepare_cached("UPDATE entries SET last_used = ?1 WHERE key = ?2")?;
-            let mut touch_failure =
-                tx.prepare_cached("UPDATE failures SET last_used = ?1 WHERE key = ?2")?;
+            // Times within the granularity stay: no page is dirtied for them.
+            let stale_before = now - LAST_USED_GRANULARITY_SECS;
+            let mut touch_entry = tx.prepare_cached(
+                "UPDATE entries SET last_used = ?1 WHERE key = ?2 AND last_used < ?3",
+            )?;
+            let mut touch_failure = tx.prepare_cached(
+                "UPDATE failures SET last_used = ?1 WHERE key = ?2 AND last_used < ?3",
+            )?;
             for key in used {
-                if touch_entry.execute(params![now, key.0.as_slice()])? == 0 {
-                    touch_failure.execute(params![now, key.0.as_slice()])?;
+                if touch_entry.execute(params![now, key.0.as_slice(), stale_before])? == 0 {
+                    touch_failure.execute(params![now, key.0.as_slice(), stale_before])?;
                 }
             }
             let mut add = tx.prepare_cached(

@@ -326,9 +326,10 @@ fn check_private(_path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// This process's effective uid.
 #[cfg(unix)]
 #[allow(unsafe_code)]
-fn current_uid() -> u32 {
+pub fn current_uid() -> u32 {
     // SAFETY: geteuid(2) cannot fail and has no preconditions.
     unsafe { libc::geteuid() }
 }

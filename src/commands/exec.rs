@@ -1,0 +1,28 @@
+//! `rcache exec ARGS...`: run `python ARGS...` with its imports served from
+//! the store (see [`crate::exec`]).
+
+use std::ffi::OsString;
+
+use anyhow::bail;
+
+use crate::config::GlobalConfig;
+use crate::exec::{self, Target};
+use crate::exit::ExitStatus;
+use crate::interpreter;
+
+/// Becomes the interpreter; returns only when it cannot be started.
+pub fn exec(global: &GlobalConfig, args: &[OsString]) -> anyhow::Result<ExitStatus> {
+    if global.levels != [0] {
+        bail!("`rcache exec` runs at Python's own optimization level: put `-O` after `exec`");
+    }
+    let candidate = interpreter::discover(global.python.as_deref(), &global.cwd)?;
+    let target = super::open_store(global).and_then(|mut store| {
+        let (interpreter, profile_id) = super::select_interpreter(global, &mut store)?;
+        Ok(Target {
+            interpreter,
+            profile_id,
+            store,
+        })
+    });
+    Err(exec::run(target, &candidate.path, args))
+}

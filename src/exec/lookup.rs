@@ -1,0 +1,81 @@
+//! Answering one request: the code of the source at a path, for one
+//! interpreter and optimization level.
+//!
+//! The trust rule: code is served only for bytes rcache hashed, now or
+//! earlier with the file's identity unchanged since (the `sources` record,
+//! as `materialize` uses it). Nothing beside the source, no pyc, is read.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::Path;
+
+use crate::key::{Key, KeyContext};
+use crate::marshal::rewrite_filename;
+use crate::source::{self, Source};
+use crate::store::{KnownSource, Store, StoredCode};
+
+/// What to tell the interpreter.
+pub enum Answer {
+    /// Marshalled code with the real filename.
+    Hit(Vec<u8>),
+    /// No stored code: the interpreter compiles the source itself.
+    Miss(Option<Box<Missed>>),
+}
+
+/// A source with no stored code at some level, to compile in the background.
+pub struct Missed {
+    pub source: Source,
+    pub level: u8,
+    pub key: Key,
+}
+
+/// What answering learnt, for the store at the end of the run.
+#[derive(Default)]
+pub struct Learnt {
+    /// Sources read and hashed, to be keyed without reading next time.
+    pub to_remember: Vec<(std::path::PathBuf, KnownSource)>,
+    /// Keys served, whose last-use time to refresh.
+    pub used: Vec<Key>,
+}
+
+/// Looks up the code of `path_bytes` (an OS path) at `level`.
+pub fn answer(
+    store: &Store,
+    context: &KeyContext<'_>,
+    level: u8,
+    path_bytes: &[u8],
+    learnt: &mut Learnt,
+) -> Result<Answer, crate::store::Error> {
+    if level > 2 {
+        return Ok(Answer::Miss(None));
+    }
+    let path = Path::new(OsStr::from_bytes(path_bytes));
+    store.reading(|| {
+        let known = store.known_source(path)?;
+        let Ok((source, remember)) = source::read_or_recall(path, known) else {
+            // Unreadable or gone: the interpreter reports it as it would.
+            return Ok(Answer::Miss(None));
+        };
+        if remember {
+            learnt.to_remember.push((path.to_owned(), source.known()));
+        }
+        let key = context.key(level, &source.content);
+        let Some(blob) = store.read_blob(&key)? else {
+            return Ok(Answer::Miss(Some(Box::new(Missed { source, level, key }))));
+        };
+        let code = match blob.decode() {
+            StoredCode::Found(code) => code,
+            StoredCode::Corrupt(reason) => {
+                tracing::warn!("stored code for `{}` {reason}: not served", path.display());
+                return Ok(Answer::Miss(None));
+            }
+        };
+        match rewrite_filename(&code, &key.placeholder_filename(), path_bytes) {
+            Some(code) => {
+                learnt.used.push(key);
+                Ok(Answer::Hit(code))
+            }
+            None => Ok(Answer::Miss(None)),
+        }
+    })
+}
