@@ -19,6 +19,28 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses the command line, exiting with clap's message on bad input.
+    /// Everything after `exec` is Python's, even what looks like rcache's
+    /// own global flags (`-O`, `-v`), so that part never reaches clap.
+    pub fn parse_args(args: Vec<OsString>) -> Self {
+        for (index, arg) in args.iter().enumerate().skip(1) {
+            if arg != "exec" {
+                continue;
+            }
+            // The first `exec` that clap takes as the subcommand (not as
+            // the value of `--store exec`, say).
+            if let Ok(mut cli) = Self::try_parse_from(&args[..=index]) {
+                if let Command::Exec(exec) = &mut cli.command {
+                    exec.args = args[index + 1..].to_vec();
+                    return cli;
+                }
+            }
+        }
+        Self::parse_from(args)
+    }
+}
+
 /// Flags every command takes, before or after its name.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
@@ -127,12 +149,8 @@ pub struct CleanArgs {
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     /// Python's own arguments: a script, `-m MODULE`, `-c CODE`, flags...
-    #[arg(
-        value_name = "PYTHON ARGS",
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        num_args = 0..
-    )]
+    /// ([`Cli::parse_args`] hands them over untouched)
+    #[arg(value_name = "PYTHON ARGS", num_args = 0..)]
     pub args: Vec<OsString>,
 }
 
@@ -168,12 +186,23 @@ mod tests {
             "pass",
             "--help",
         ];
-        let cli = Cli::try_parse_from(["rcache", "-v", "exec"].iter().chain(&args)).unwrap();
+        let argv = ["rcache", "-v", "exec"]
+            .iter()
+            .chain(&args)
+            .map(OsString::from);
+        let cli = Cli::parse_args(argv.collect());
         let Command::Exec(exec) = cli.command else {
             panic!("not exec")
         };
         assert_eq!(exec.args, args.map(OsString::from));
         assert_eq!(cli.global.verbose, 1);
         assert!(cli.global.optimize.is_empty() && !cli.global.json);
+        let odd_store = ["rcache", "--store", "exec", "exec", "x.py"].map(OsString::from);
+        let cli = Cli::parse_args(odd_store.to_vec());
+        assert_eq!(cli.global.store, Some(PathBuf::from("exec")));
+        let Command::Exec(exec) = cli.command else {
+            panic!("not exec")
+        };
+        assert_eq!(exec.args, [OsString::from("x.py")]);
     }
 }

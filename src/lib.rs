@@ -32,8 +32,6 @@ pub mod sweep;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use crate::cli::{Cli, Command};
 use crate::config::{CleanConfig, GlobalConfig, MaterializeConfig, WalkConfig};
 use crate::exit::ExitStatus;
@@ -42,7 +40,7 @@ use crate::exit::ExitStatus;
 /// printed here, once.
 #[expect(clippy::print_stderr, reason = "the one place errors are printed")]
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args(std::env::args_os().collect());
     logging::init(cli.global.verbose);
     // `exec` forks while it has a single thread, and then becomes Python,
     // which handles Ctrl-C itself.
