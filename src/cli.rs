@@ -176,7 +176,7 @@ mod tests {
 
     #[test]
     fn everything_after_exec_goes_to_python() {
-        let args = [
+        let python_args = [
             "-O",
             "-X",
             "importtime",
@@ -186,15 +186,12 @@ mod tests {
             "pass",
             "--help",
         ];
-        let argv = ["rcache", "-v", "exec"]
-            .iter()
-            .chain(&args)
-            .map(OsString::from);
-        let cli = Cli::parse_args(argv.collect());
+        let command_line = ["rcache", "-v", "exec"].iter().chain(&python_args);
+        let cli = Cli::parse_args(command_line.map(OsString::from).collect());
         let Command::Exec(exec) = cli.command else {
             panic!("not exec")
         };
-        assert_eq!(exec.args, args.map(OsString::from));
+        assert_eq!(exec.args, python_args.map(OsString::from));
         assert_eq!(cli.global.verbose, 1);
         assert!(cli.global.optimize.is_empty() && !cli.global.json);
         let odd_store = ["rcache", "--store", "exec", "exec", "x.py"].map(OsString::from);
