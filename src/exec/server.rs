@@ -14,7 +14,7 @@ use std::io::{BufReader, Read as _, Write as _};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use crossbeam_channel::Sender;
@@ -51,6 +51,8 @@ struct Shared {
     learnt: Mutex<Learnt>,
     hits: AtomicU64,
     lookups: AtomicU64,
+    /// Set once the program has exited and every connection closed.
+    shutting_down: AtomicBool,
     /// Open connections, and a signal when one closes.
     connections: Mutex<usize>,
     closed: Condvar,
@@ -70,6 +72,7 @@ pub fn serve(listener: UnixListener, pidfd: &OwnedFd, config: Config) -> i32 {
         learnt: Mutex::new(Learnt::default()),
         hits: AtomicU64::new(0),
         lookups: AtomicU64::new(0),
+        shutting_down: AtomicBool::new(false),
         connections: Mutex::new(0),
         closed: Condvar::new(),
     });
@@ -81,21 +84,26 @@ pub fn serve(listener: UnixListener, pidfd: &OwnedFd, config: Config) -> i32 {
         while *open > 0 {
             open = shared.closed.wait(open).expect("connection count");
         }
+        // Latecomers (children started from now on) are turned away: they
+        // load as CPython would.
+        shared.shutting_down.store(true, Ordering::SeqCst);
     }
-    let _ = std::fs::remove_file(&shared.config.socket_path);
     shared.misses.lock().expect("misses").take();
     let stored = background.finish();
     let learnt = std::mem::take(&mut *shared.learnt.lock().expect("learnt"));
     let lookups = shared.lookups.load(Ordering::Relaxed);
     let hits = shared.hits.load(Ordering::Relaxed);
     tracing::debug!("served {hits} of {lookups} lookups; stored {stored}");
-    match record(&shared.config.store_path, &learnt, hits, lookups - hits) {
+    let status = match record(&shared.config.store_path, &learnt, hits, lookups - hits) {
         Ok(()) => 0,
         Err(err) => {
             tracing::warn!("cannot record the run: {err}");
             1
         }
-    }
+    };
+    // Last: whoever waits for this run's work sees the socket go.
+    let _ = std::fs::remove_file(&shared.config.socket_path);
+    status
 }
 
 /// What the run learnt: sources hashed, keys used, hit counts.
@@ -121,7 +129,12 @@ fn accept(listener: &UnixListener, shared: &Arc<Shared>) {
         if daemon::peer_uid(&stream).ok() != Some(me) {
             continue;
         }
-        *shared.connections.lock().expect("connection count") += 1;
+        let mut open = shared.connections.lock().expect("connection count");
+        if shared.shutting_down.load(Ordering::SeqCst) {
+            continue;
+        }
+        *open += 1;
+        drop(open);
         let shared = Arc::clone(shared);
         std::thread::spawn(move || {
             if let Err(err) = connection(&stream, &shared) {

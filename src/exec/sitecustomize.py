@@ -241,18 +241,25 @@ def _install_loader(client):
                 return super().get_code(fullname)
             return code
 
+    # CPython trims the import system's own frames from tracebacks (a
+    # SyntaxError in an imported module shows only the importer and the
+    # module) by their filename: get_code must look like one of them.
+    SourceFileLoader.get_code.__code__ = SourceFileLoader.get_code.__code__.replace(
+        co_filename="<frozen importlib._bootstrap_external>"
+    )
     base = external.SourceFileLoader
 
-    def swap(loaders):
-        return [(suffix, SourceFileLoader if loader is base else loader) for suffix, loader in loaders]
+    def ours(loader):
+        return SourceFileLoader if loader is base else loader
 
-    supported = swap(external._get_supported_file_loaders())
+    # (loader, suffixes) pairs for new finders; (suffix, loader) in old ones.
+    supported = [(ours(loader), suffixes) for loader, suffixes in external._get_supported_file_loaders()]
     for index, hook in enumerate(sys.path_hooks):
         if getattr(hook, "__qualname__", "").startswith("FileFinder.path_hook"):
             sys.path_hooks[index] = external.FileFinder.path_hook(*supported)
     for finder in sys.path_importer_cache.values():
         if type(finder) is external.FileFinder:
-            finder._loaders = swap(finder._loaders)
+            finder._loaders = [(suffix, ours(loader)) for suffix, loader in finder._loaders]
     return SourceFileLoader
 
 

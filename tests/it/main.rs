@@ -7,6 +7,7 @@
 mod support;
 
 mod errors;
+mod exec;
 mod materialize;
 mod scan;
 mod stdlib;

@@ -1,0 +1,551 @@
+//! `rcache exec`: the same program gives the same results as under plain
+//! `python`, with its code served from the store.
+//!
+//! Every comparison runs the program twice in the same environment (same
+//! variables, cwd, arguments): once as `python ARGS`, once as `rcache exec
+//! ARGS`. After each `rcache exec` the test waits for the detached server to
+//! finish (its socket disappears), so the next run sees what it stored.
+
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::support::{Python, TestEnv, covered, pythons, rcache_command};
+
+/// A project, a store and a private runtime dir for the server's socket.
+struct Exec {
+    env: TestEnv,
+    runtime: PathBuf,
+    python: Python,
+}
+
+impl Exec {
+    fn new(python: &Python) -> Self {
+        let env = TestEnv::new();
+        let runtime = env.path().join("run");
+        std::fs::create_dir(&runtime).unwrap();
+        Self {
+            env,
+            runtime,
+            python: python.clone(),
+        }
+    }
+
+    fn project(&self) -> PathBuf {
+        self.env.path().join("project")
+    }
+
+    fn write(&self, relative: &str, contents: &str) -> PathBuf {
+        self.env.write(&format!("project/{relative}"), contents)
+    }
+
+    /// The environment both runs get.
+    fn base(&self, command: &mut Command) {
+        command
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("LANG", "C.UTF-8")
+            .env("PYTHONHASHSEED", "0")
+            .env("XDG_RUNTIME_DIR", &self.runtime)
+            .current_dir(self.project());
+    }
+
+    fn python(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.python.path);
+        self.base(&mut command);
+        command.args(args);
+        command
+    }
+
+    fn exec(&self, args: &[&str]) -> Command {
+        let mut command = rcache_command(&self.project());
+        self.base(&mut command);
+        command
+            .arg("--store")
+            .arg(&self.env.store)
+            .arg("--python")
+            .arg(&self.python.path)
+            .arg("exec")
+            .args(args);
+        command
+    }
+
+    /// Runs an `exec` command to its end, server included.
+    fn run_exec(&self, command: &mut Command) -> Output {
+        let child = command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting rcache exec");
+        let socket = self
+            .runtime
+            .join("rcache")
+            .join(format!("exec-{}.sock", child.id()));
+        let output = child.wait_with_output().unwrap();
+        wait_until_gone(&socket);
+        output
+    }
+
+    fn run_python(&self, command: &mut Command) -> Output {
+        command
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running python")
+    }
+
+    /// Runs ARGS both ways; asserts the same stdout, stderr and status.
+    fn same_as_python(&self, args: &[&str]) -> Output {
+        let expected = self.run_python(&mut self.python(args));
+        let actual = self.run_exec(&mut self.exec(args));
+        assert_same(&expected, &actual, args, &self.python);
+        actual
+    }
+
+    /// (hits, misses) counted by the store so far.
+    fn lookups(&self) -> (u64, u64) {
+        let output = rcache_command(self.env.path())
+            .args(["--json", "--store"])
+            .arg(&self.env.store)
+            .arg("stats")
+            .output()
+            .unwrap();
+        let stats: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        (
+            stats["lifetime_hits"].as_u64().unwrap(),
+            stats["lifetime_misses"].as_u64().unwrap(),
+        )
+    }
+}
+
+/// The server removes its socket last, once it has stored what it learnt.
+fn wait_until_gone(path: &Path) {
+    let start = Instant::now();
+    while path.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the server behind {} did not finish",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn assert_same(expected: &Output, actual: &Output, args: &[&str], python: &Python) {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    assert_eq!(
+        text(&actual.stdout),
+        text(&expected.stdout),
+        "stdout of {args:?} on {}\nrcache stderr: {}",
+        python.label(),
+        text(&actual.stderr)
+    );
+    assert_eq!(
+        text(&actual.stderr),
+        text(&expected.stderr),
+        "stderr of {args:?} on {}",
+        python.label()
+    );
+    assert_eq!(
+        (actual.status.code(), actual.status.signal()),
+        (expected.status.code(), expected.status.signal()),
+        "status of {args:?} on {}",
+        python.label()
+    );
+}
+
+/// A program that prints what it sees of its own start-up: arguments,
+/// paths, `__main__`, flags, environment, and the source of functions.
+const MAIN: &str = r#"
+"""The main script."""
+import inspect
+import json
+import os
+import sys
+import traceback
+
+import pkg
+from pkg import sub
+
+
+def where():
+    return inspect.getsource(where)
+
+
+try:
+    sub.fail()
+except ValueError:
+    formatted = traceback.format_exc()
+
+import __main__
+seen = {
+    "argv": sys.argv,
+    "orig_argv": getattr(sys, "orig_argv", None),
+    "path": sys.path,
+    "file": __file__,
+    "name": __name__,
+    "spec": repr(__spec__),
+    "doc": __doc__,
+    "cached": __cached__,
+    "loader": [type(__loader__).__name__, __loader__.name, __loader__.path],
+    "main_vars": sorted(vars(__main__)),
+    "flags": repr(sys.flags),
+    "cwd": os.getcwd(),
+    "env": {k: v for k, v in os.environ.items() if not k.startswith("RCACHE_")},
+    "pkg": [pkg.__file__, sub.__file__, pkg.__name__, repr(pkg.__spec__.name)],
+    "source": [where(), inspect.getsource(sub.fail)],
+    "traceback": formatted,
+    "debug": __debug__,
+    "docstrings": sub.fail.__doc__,
+    "stdin_tty": sys.stdin.isatty(),
+    "sitecustomize": "sitecustomize" in sys.modules,
+}
+print(json.dumps(seen, indent=1, sort_keys=True))
+sys.exit(int(os.environ.get("EXIT_WITH", "0")))
+"#;
+
+const PKG_INIT: &str = "from . import sub\nVALUE = 1\n";
+const PKG_SUB: &str = r#"
+def fail():
+    """Raises."""
+    assert 1 + 1 == 2, "arithmetic"
+    raise ValueError("from sub")
+"#;
+const PKG_MAIN: &str =
+    "import sys\nfrom . import sub\nprint('pkg main', __name__, __spec__.name, sys.argv)\n";
+
+fn write_project(exec: &Exec) {
+    exec.write("main.py", MAIN);
+    exec.write("pkg/__init__.py", PKG_INIT);
+    exec.write("pkg/sub.py", PKG_SUB);
+    exec.write("pkg/__main__.py", PKG_MAIN);
+}
+
+#[test]
+fn the_program_sees_what_python_gives_it() {
+    for python in pythons() {
+        let exec = Exec::new(python);
+        write_project(&exec);
+        for args in [
+            &["main.py", "a", "-b"][..],
+            &["-O", "main.py"],
+            &["-OO", "-B", "-u", "./main.py", "x"],
+            &["-X", "utf8", "-W", "ignore", "main.py"],
+            &["-m", "pkg", "arg"],
+            &[
+                "-c",
+                "import pkg, sys; print(pkg.VALUE, sys.argv, sys.path[0])",
+                "z",
+            ],
+        ] {
+            // Twice: the first run misses, the second is served.
+            exec.same_as_python(args);
+            exec.same_as_python(args);
+        }
+        let mut python_run = exec.python(&["main.py"]);
+        let mut exec_run = exec.exec(&["main.py"]);
+        python_run.env("EXIT_WITH", "3");
+        exec_run.env("EXIT_WITH", "3");
+        let expected = exec.run_python(&mut python_run);
+        let actual = exec.run_exec(&mut exec_run);
+        assert_same(&expected, &actual, &["main.py"], python);
+        assert_eq!(actual.status.code(), Some(3));
+    }
+    covered("exec::the_program_sees_what_python_gives_it", pythons());
+}
+
+#[test]
+fn every_module_and_the_script_are_served_on_the_next_run_of_any_checkout() {
+    for python in pythons() {
+        let exec = Exec::new(python);
+        write_project(&exec);
+        exec.run_exec(&mut exec.exec(&["main.py"]));
+        let (hits_before, misses_before) = exec.lookups();
+        assert!(misses_before > 3, "first run: {misses_before} misses");
+        // Another checkout of the same code: nothing to compile.
+        let other = exec.env.path().join("other-checkout");
+        crate::support::copy_tree(&exec.project(), &other);
+        let mut command = exec.exec(&["main.py"]);
+        command.current_dir(&other);
+        let output = exec.run_exec(&mut command);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let (hits, misses) = exec.lookups();
+        assert_eq!(misses, misses_before, "misses on {}", python.label());
+        // main.py, pkg/__init__.py and pkg/sub.py at least.
+        assert!(
+            hits >= hits_before + 3,
+            "hits on {}: {hits}",
+            python.label()
+        );
+        // Even without PYTHONDONTWRITEBYTECODE (the environment is clean).
+        let pycache: Vec<_> = [walk(&exec.project()), walk(&other)]
+            .concat()
+            .into_iter()
+            .filter(|path| path.ends_with("__pycache__"))
+            .collect();
+        assert!(pycache.is_empty(), "pycs written: {pycache:?}");
+    }
+    covered(
+        "exec::every_module_and_the_script_are_served_on_the_next_run_of_any_checkout",
+        pythons(),
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn failures_end_the_program_as_they_end_python() {
+    for python in pythons() {
+        let exec = Exec::new(python);
+        exec.write("pkg/__init__.py", "");
+        exec.write("pkg/sub.py", PKG_SUB);
+        exec.write(
+            "uncaught.py",
+            "from pkg import sub\n\ndef outer():\n    sub.fail()\n\nouter()\n",
+        );
+        exec.write("bad_syntax.py", "print('never')\ndef broken(:\n    pass\n");
+        exec.write("imports_bad.py", "import bad_module\n");
+        exec.write("bad_module.py", "x = (\n");
+        exec.write(
+            "interrupted.py",
+            "import time\nprint('before', flush=True)\nraise KeyboardInterrupt\n",
+        );
+        exec.write(
+            "killed.py",
+            "import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n",
+        );
+        exec.write(
+            "exits.py",
+            "import atexit, sys\natexit.register(print, 'atexit ran')\nsys.exit('bye')\n",
+        );
+        exec.write(
+            "hooked.py",
+            "import sys\nsys.excepthook = lambda t, v, tb: print('hook', t.__name__, tb.tb_frame.f_code.co_filename, tb.tb_next is None)\nraise RuntimeError('x')\n",
+        );
+        for script in [
+            "uncaught.py",
+            "bad_syntax.py",
+            "imports_bad.py",
+            "interrupted.py",
+            "killed.py",
+            "exits.py",
+            "hooked.py",
+        ] {
+            for _ in 0..2 {
+                let output = exec.same_as_python(&[script]);
+                assert!(!output.status.success(), "{script}");
+            }
+        }
+        let interrupted = exec.run_exec(&mut exec.exec(&["interrupted.py"]));
+        assert_eq!(interrupted.status.signal(), Some(SIGINT));
+    }
+    covered(
+        "exec::failures_end_the_program_as_they_end_python",
+        pythons(),
+    );
+}
+
+const SIGINT: i32 = 2;
+
+#[test]
+fn children_are_served_and_see_the_same_environment() {
+    for python in pythons() {
+        let exec = Exec::new(python);
+        exec.write(
+            "child.py",
+            "import json, os, sys, childmod\nprint(json.dumps([sys.argv[1], type(childmod.__loader__).__module__, os.environ.get('PYTHONPATH')]))\n",
+        );
+        exec.write("childmod.py", "VALUE = 2\n");
+        exec.write(
+            "parent.py",
+            r#"
+import json, multiprocessing, os, subprocess, sys
+import childmod
+
+def loader_of(_):
+    import childmod
+    return type(childmod.__loader__).__module__
+
+if __name__ == "__main__":
+    out = []
+    run = lambda *a, **k: json.loads(subprocess.run([sys.executable, "child.py", *a], check=True, capture_output=True, text=True, **k).stdout)
+    out.append(run("inherited"))
+    out.append(run("explicit", env=dict(os.environ)))
+    out.append(run("extra-path", env=dict(os.environ, PYTHONPATH="somewhere")))
+    for method in ("fork", "spawn"):
+        with multiprocessing.get_context(method).Pool(1) as pool:
+            out.append([method, pool.map(loader_of, [0])[0]])
+    out.append(["parent", type(childmod.__loader__).__module__, os.environ.get("PYTHONPATH")])
+    print(json.dumps(out, indent=1))
+"#,
+        );
+        for _ in 0..2 {
+            let expected = exec.run_python(&mut exec.python(&["parent.py"]));
+            let actual = exec.run_exec(&mut exec.exec(&["parent.py"]));
+            assert!(
+                expected.status.success(),
+                "{}",
+                String::from_utf8_lossy(&expected.stderr)
+            );
+            assert!(
+                actual.status.success(),
+                "{}",
+                String::from_utf8_lossy(&actual.stderr)
+            );
+            let plain: serde_json::Value = serde_json::from_slice(&expected.stdout).unwrap();
+            let served: serde_json::Value = serde_json::from_slice(&actual.stdout).unwrap();
+            let plain_loader = plain[5][1].as_str().unwrap().to_owned();
+            assert_ne!(plain_loader, "sitecustomize");
+            for (index, (plain, served)) in plain
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(served.as_array().unwrap())
+                .enumerate()
+            {
+                let (plain_text, served_text) = (plain.to_string(), served.to_string());
+                // Same everything, except whose loader it was.
+                assert_eq!(
+                    served_text.replace("\"sitecustomize\"", &format!("\"{plain_loader}\"")),
+                    plain_text,
+                    "line {index} on {}",
+                    python.label()
+                );
+                assert!(
+                    served_text.contains("\"sitecustomize\""),
+                    "line {index} not served on {}: {served_text}",
+                    python.label()
+                );
+            }
+        }
+    }
+    covered(
+        "exec::children_are_served_and_see_the_same_environment",
+        pythons(),
+    );
+}
+
+#[test]
+fn a_planted_pyc_is_never_run() {
+    for python in pythons() {
+        let exec = Exec::new(python);
+        exec.write("victim.py", "WHO = 'source'\n");
+        exec.write("main.py", "import victim\nprint(victim.WHO)\n");
+        // An unchecked-hash pyc beside the innocent source, holding other code.
+        let planter = exec.write("planted/victim.py", "WHO = 'planted'\n");
+        let status = exec
+            .python(&[
+                "-c",
+                "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)",
+            ])
+            .arg(&planter)
+            .arg(
+                exec.project()
+                    .join("__pycache__")
+                    .join(format!("victim.{}.pyc", cache_tag(python))),
+            )
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let plain = exec.run_python(&mut exec.python(&["main.py"]));
+        assert_eq!(String::from_utf8_lossy(&plain.stdout), "planted\n");
+        for _ in 0..2 {
+            let served = exec.run_exec(&mut exec.exec(&["main.py"]));
+            assert_eq!(
+                String::from_utf8_lossy(&served.stdout),
+                "source\n",
+                "{}",
+                python.label()
+            );
+        }
+    }
+    covered("exec::a_planted_pyc_is_never_run", pythons());
+}
+
+fn cache_tag(python: &Python) -> String {
+    format!("cpython-{}{}", python.version.0, python.version.1)
+}
+
+#[test]
+fn an_existing_sitecustomize_still_runs() {
+    for python in pythons() {
+        let exec = Exec::new(python);
+        exec.write(
+            "site-dir/sitecustomize.py",
+            "import builtins\nbuiltins.CUSTOMIZED = __file__\n",
+        );
+        exec.write(
+            "main.py",
+            "import sys, sitecustomize\nprint(CUSTOMIZED, sitecustomize.__file__, [p for p in sys.path if 'site-dir' in p])\n",
+        );
+        let site_dir = exec.project().join("site-dir");
+        let mut plain = exec.python(&["main.py"]);
+        plain.env("PYTHONPATH", &site_dir);
+        let mut served = exec.exec(&["main.py"]);
+        served.env("PYTHONPATH", &site_dir);
+        let expected = exec.run_python(&mut plain);
+        let actual = exec.run_exec(&mut served);
+        assert!(String::from_utf8_lossy(&expected.stdout).contains("site-dir/sitecustomize.py"));
+        assert_same(&expected, &actual, &["main.py"], python);
+    }
+    covered("exec::an_existing_sitecustomize_still_runs", pythons());
+}
+
+#[test]
+fn python_flags_that_ignore_the_environment_run_unserved() {
+    let python = pythons().last().expect("a Python");
+    let exec = Exec::new(python);
+    write_project(&exec);
+    for args in [
+        &["-I", "main.py"][..],
+        &["-E", "main.py"],
+        &["-S", "main.py"],
+    ] {
+        exec.same_as_python(args);
+    }
+    let (hits, misses) = exec.lookups();
+    assert_eq!((hits, misses), (0, 0), "nothing was served");
+    covered(
+        "exec::python_flags_that_ignore_the_environment_run_unserved",
+        std::slice::from_ref(python),
+    );
+}
+
+#[test]
+fn an_unusable_store_warns_once_and_python_runs_anyway() {
+    let python = pythons().last().expect("a Python");
+    let exec = Exec::new(python);
+    write_project(&exec);
+    std::fs::create_dir_all(exec.env.store.parent().unwrap()).unwrap();
+    std::fs::write(&exec.env.store, b"this is not a store, and never was one").unwrap();
+    let expected = exec.run_python(&mut exec.python(&["main.py"]));
+    let actual = exec.run_exec(&mut exec.exec(&["main.py"]));
+    assert_eq!(actual.stdout, expected.stdout);
+    assert_eq!(actual.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&actual.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("not an rcache store"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&exec.env.store).unwrap(),
+        b"this is not a store, and never was one"
+    );
+    covered(
+        "exec::an_unusable_store_warns_once_and_python_runs_anyway",
+        std::slice::from_ref(python),
+    );
+}
