@@ -88,16 +88,9 @@ impl Exec {
         output
     }
 
-    fn run_python(&self, command: &mut Command) -> Output {
-        command
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("running python")
-    }
-
     /// Runs ARGS both ways; asserts the same stdout, stderr and status.
     fn same_as_python(&self, args: &[&str]) -> Output {
-        let expected = self.run_python(&mut self.python(args));
+        let expected = run_python(&mut self.python(args));
         let actual = self.run_exec(&mut self.exec(args));
         assert_same(&expected, &actual, args, &self.python);
         actual
@@ -117,6 +110,13 @@ impl Exec {
             stats["lifetime_misses"].as_u64().unwrap(),
         )
     }
+}
+
+fn run_python(command: &mut Command) -> Output {
+    command
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running python")
 }
 
 /// The server removes its socket last, once it has stored what it learnt.
@@ -247,7 +247,7 @@ fn the_program_sees_what_python_gives_it() {
         let mut exec_run = exec.exec(&["main.py"]);
         python_run.env("EXIT_WITH", "3");
         exec_run.env("EXIT_WITH", "3");
-        let expected = exec.run_python(&mut python_run);
+        let expected = run_python(&mut python_run);
         let actual = exec.run_exec(&mut exec_run);
         assert_same(&expected, &actual, &["main.py"], python);
         assert_eq!(actual.status.code(), Some(3));
@@ -395,7 +395,7 @@ if __name__ == "__main__":
 "#,
         );
         for _ in 0..2 {
-            let expected = exec.run_python(&mut exec.python(&["parent.py"]));
+            let expected = run_python(&mut exec.python(&["parent.py"]));
             let actual = exec.run_exec(&mut exec.exec(&["parent.py"]));
             assert!(
                 expected.status.success(),
@@ -462,7 +462,7 @@ fn a_planted_pyc_is_never_run() {
             .status()
             .unwrap();
         assert!(status.success());
-        let plain = exec.run_python(&mut exec.python(&["main.py"]));
+        let plain = run_python(&mut exec.python(&["main.py"]));
         assert_eq!(String::from_utf8_lossy(&plain.stdout), "planted\n");
         for _ in 0..2 {
             let served = exec.run_exec(&mut exec.exec(&["main.py"]));
@@ -498,7 +498,7 @@ fn an_existing_sitecustomize_still_runs() {
         plain.env("PYTHONPATH", &site_dir);
         let mut served = exec.exec(&["main.py"]);
         served.env("PYTHONPATH", &site_dir);
-        let expected = exec.run_python(&mut plain);
+        let expected = run_python(&mut plain);
         let actual = exec.run_exec(&mut served);
         assert!(String::from_utf8_lossy(&expected.stdout).contains("site-dir/sitecustomize.py"));
         assert_same(&expected, &actual, &["main.py"], python);
@@ -533,7 +533,7 @@ fn an_unusable_store_warns_once_and_python_runs_anyway() {
     write_project(&exec);
     std::fs::create_dir_all(exec.env.store.parent().unwrap()).unwrap();
     std::fs::write(&exec.env.store, b"this is not a store, and never was one").unwrap();
-    let expected = exec.run_python(&mut exec.python(&["main.py"]));
+    let expected = run_python(&mut exec.python(&["main.py"]));
     let actual = exec.run_exec(&mut exec.exec(&["main.py"]));
     assert_eq!(actual.stdout, expected.stdout);
     assert_eq!(actual.status.code(), Some(0));
