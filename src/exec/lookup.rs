@@ -66,8 +66,12 @@ pub fn answer(
         let code = match blob.decode() {
             StoredCode::Found(code) => code,
             StoredCode::Corrupt(reason) => {
-                tracing::warn!("stored code for `{}` {reason}: not served", path.display());
-                return Ok(Answer::Miss(None));
+                // Never served; compiled again, the new entry replaces it.
+                tracing::warn!(
+                    "stored code for `{}` {reason}: compiling it again",
+                    path.display()
+                );
+                return Ok(Answer::Miss(Some(Box::new(Missed { source, level, key }))));
             }
         };
         match rewrite_filename(&code, &key.placeholder_filename(), path_bytes) {

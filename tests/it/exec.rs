@@ -549,3 +549,196 @@ fn an_unusable_store_warns_once_and_python_runs_anyway() {
         std::slice::from_ref(python),
     );
 }
+
+/// Real PyPI packages in a real virtualenv (the same pins on 3.8–3.13).
+const VENV_PINS: &[&str] = &["attrs==25.3.0", "click==8.1.8", "pytest==8.3.5"];
+
+const APP: &str = r#"
+import attrs
+import click
+
+
+@attrs.define
+class Greeting:
+    name: str
+
+    def text(self):
+        return f"hello {self.name}"
+
+
+@click.command()
+@click.option("--name", default="world")
+def main(name):
+    click.echo(Greeting(name).text())
+
+
+if __name__ == "__main__":
+    main()
+"#;
+
+const TESTS: &str = r"
+from app import Greeting
+
+
+def test_passes():
+    assert Greeting('a').text() == 'hello a'
+
+
+def test_fails():
+    a = [1, 2, 3]
+    b = [1, 5, 3]
+    assert a == b
+";
+
+/// Test durations are the one thing that differs between two pytest runs.
+fn without_durations(text: &str) -> String {
+    text.lines()
+        .map(|line| match (line.starts_with('='), line.rfind(" in ")) {
+            (true, Some(at)) => &line[..at],
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_project_in_a_virtualenv_runs_its_cli_and_pytest_the_same() {
+    for python in pythons() {
+        let venv_python = crate::support::pypi_venv(python, VENV_PINS);
+        let mut venv = python.clone();
+        venv.path = venv_python;
+        let exec = Exec::new(&venv);
+        exec.write("app.py", APP);
+        exec.write("tests/test_app.py", TESTS);
+        exec.same_as_python(&["app.py", "--name", "rcache"]);
+        exec.same_as_python(&["-m", "app", "--name", "module"]);
+        let pytest = ["-m", "pytest", "-p", "no:cacheprovider", "tests"];
+        for _ in 0..2 {
+            let expected = run_python(&mut exec.python(&pytest));
+            let actual = exec.run_exec(&mut exec.exec(&pytest));
+            let (expected_out, actual_out) = (
+                without_durations(&String::from_utf8_lossy(&expected.stdout)),
+                without_durations(&String::from_utf8_lossy(&actual.stdout)),
+            );
+            assert_eq!(actual_out, expected_out, "pytest on {}", venv.label());
+            assert_eq!(actual.status.code(), Some(1));
+            // pytest's own assertion rewriting still wins for test files.
+            assert!(
+                actual_out.contains("At index 1 diff: 2 != 5"),
+                "{actual_out}"
+            );
+        }
+        let (hits, _) = exec.lookups();
+        assert!(hits > 100, "site-packages served: {hits} hits");
+    }
+    covered(
+        "exec::a_project_in_a_virtualenv_runs_its_cli_and_pytest_the_same",
+        pythons(),
+    );
+}
+
+#[test]
+fn when_the_server_dies_imports_fall_back_with_one_warning() {
+    let python = pythons().last().expect("a Python");
+    let exec = Exec::new(python);
+    exec.write("first.py", "VALUE = 'first'\n");
+    exec.write("second.py", "VALUE = 'second'\n");
+    exec.write("third.py", "VALUE = 'third'\n");
+    exec.write(
+        "main.py",
+        "import sys, first\nprint('ready', flush=True)\nsys.stdin.readline()\nimport second, third\nprint(first.VALUE, second.VALUE, third.VALUE)\n",
+    );
+    let mut child = exec
+        .exec(&["main.py"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let servers = rcache_processes_with(&exec.env.store);
+    assert_eq!(servers.len(), 1, "one server: {servers:?}");
+    let killed = Command::new("kill")
+        .args(["-KILL", &servers[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"go\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest, "first second third\n");
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("fall back"), "{stderr}");
+    covered(
+        "exec::when_the_server_dies_imports_fall_back_with_one_warning",
+        std::slice::from_ref(python),
+    );
+}
+
+/// (key, compressed data) of every stored entry.
+fn stored_entries(store: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let conn = rusqlite::Connection::open(store).unwrap();
+    let mut statement = conn.prepare("SELECT key, data FROM entries").unwrap();
+    statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Pids of the processes running this test binary's rcache with `store`
+/// on their command line (the server is a fork: same command line).
+fn rcache_processes_with(store: &Path) -> Vec<u32> {
+    let binary = std::fs::canonicalize(env!("CARGO_BIN_EXE_rcache")).unwrap();
+    let store = store.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == binary))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.split(|&byte| byte == 0).any(|arg| arg == store))
+        })
+        .collect()
+}
+
+#[test]
+fn a_corrupt_blob_is_never_run_and_is_replaced() {
+    let python = pythons().last().expect("a Python");
+    let exec = Exec::new(python);
+    exec.write("mod.py", "VALUE = [1, 2, 3]\n");
+    exec.write("main.py", "import mod\nprint(mod.VALUE)\n");
+    exec.run_exec(&mut exec.exec(&["main.py"]));
+    let entries = stored_entries(&exec.env.store);
+    assert!(entries.len() >= 2, "main.py and mod.py stored");
+    let conn = rusqlite::Connection::open(&exec.env.store).unwrap();
+    for (key, mut data) in entries.clone() {
+        let middle = data.len() / 2;
+        data[middle] ^= 0x40;
+        conn.execute("UPDATE entries SET data = ?1 WHERE key = ?2", (data, key))
+            .unwrap();
+    }
+    drop(conn);
+    for _ in 0..2 {
+        let output = exec.run_exec(&mut exec.exec(&["main.py"]));
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "[1, 2, 3]\n");
+        assert!(
+            output.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // Replaced by good ones (`blobs` checks every checksum).
+    assert_eq!(exec.env.blobs().len(), entries.len());
+    covered(
+        "exec::a_corrupt_blob_is_never_run_and_is_replaced",
+        std::slice::from_ref(python),
+    );
+}

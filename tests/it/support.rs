@@ -349,12 +349,7 @@ pub fn pypi_packages(python: &Python) -> PathBuf {
     } else {
         &["Django==4.2.30", "sympy==1.13.3"]
     };
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
-        .expect("HOME or XDG_CACHE_HOME")
-        .join("rcache-tests");
-    let dir = cache.join(format!(
+    let dir = test_cache().join(format!(
         "packages-{}-{}",
         python.full_version,
         pins.join("-")
@@ -378,6 +373,47 @@ pub fn pypi_packages(python: &Python) -> PathBuf {
     );
     std::fs::write(&done, pins.join("\n")).unwrap();
     dir
+}
+
+/// A virtualenv of `python` holding `pins` from PyPI, made once under
+/// `~/.cache/rcache-tests/` and reused; returns its `bin/python`.
+pub fn pypi_venv(python: &Python, pins: &[&str]) -> PathBuf {
+    let dir = test_cache().join(format!("venv-{}-{}", python.full_version, pins.join("-")));
+    let venv_python = dir.join("bin").join("python");
+    let done = dir.join(".rcache-tests-complete");
+    if done.exists() {
+        return venv_python;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = Command::new(&python.path)
+        .args(["-m", "venv"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "python -m venv for {}", python.label());
+    let status = Command::new(&venv_python)
+        .env("PIP_ROOT_USER_ACTION", "ignore")
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .args(["-m", "pip", "install", "-q", "--no-compile"])
+        .args(pins)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "pip install {pins:?} for {}",
+        python.label()
+    );
+    std::fs::write(&done, pins.join("\n")).unwrap();
+    venv_python
+}
+
+/// Where tests keep what they download: `~/.cache/rcache-tests`.
+fn test_cache() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
+        .expect("HOME or XDG_CACHE_HOME")
+        .join("rcache-tests")
 }
 
 /// Every `.py` file under `dir`, sorted, skipping `__pycache__`.
