@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""End-to-end benchmark: `rcache warm` against `python -m compileall`.
+"""End-to-end benchmark: `rcache warm` against `python -m compileall`, and
+the import time of `rcache exec` against plain `python`.
 
 Both tools compile the same corpus of real code, side by side in one run, so
 the baseline is always measured on the same machine, interpreter and tree:
@@ -26,11 +27,41 @@ Corpora (each is copied to a temporary tree without any __pycache__):
   packages  the site-packages of a virtualenv holding a few large pure-Python
             PyPI packages; the virtualenv is cached under
             ~/.cache/rcache-bench/ so reruns do not reinstall it
-  all       both of the above, one table each
+  exec      import time under `rcache exec` on the site-packages of the
+            "packages" virtualenv (see below)
+  all       all of the above, one table each
 
 Every step runs --runs times; the table gives the median and the minimum wall
 time (process start to exit) and the ratio of the medians to `compileall -j0
 cold`. Below 1.0x means faster than that baseline.
+
+The `exec` corpus makes two copies of that site-packages: `with-pycs`,
+compiled by `python -m compileall -q -j0`, and `no-pycs`, sources only. A
+fresh store in a temporary directory is filled by `rcache warm no-pycs`, then
+each command below runs twice under `rcache exec` (the first run's misses,
+stdlib ones included, are compiled by the background server after it), so
+the timed runs are all hits. Then, at least 10 times each, interleaved:
+
+  python, warm __pycache__   `python -c CODE`, PYTHONPATH=with-pycs
+  python, no pycs            `python -c CODE`, PYTHONPATH=no-pycs and
+                             PYTHONDONTWRITEBYTECODE=1: every module compiled
+  rcache exec, warm store    `rcache --store S --python PY exec -c CODE`,
+                             PYTHONPATH=no-pycs; bytecode writing left on, so
+                             that a pyc written beside a source shows
+
+for CODE in `import sympy`, `import django.db.models` and `pass`. Every
+rcache run gets a private 0700 XDG_RUNTIME_DIR, and the next step starts
+only when its detached server is done: its socket is gone and no live
+process carries that XDG_RUNTIME_DIR any more (the server removes the socket
+before it compiles the misses and writes the store). The table gives median
+and minimum milliseconds, rcache exec over warm-__pycache__ python (goal:
+at most 1.15x for the imports), `rcache exec -c pass` minus `python -c pass`
+(goal: at most 10 ms) and the speed-up over no-pyc python. rcache breaks its
+contract when a run exits non-zero or warns, when a `__pycache__` dir
+appears in `no-pycs` (it is then removed before the next step), when a timed
+run misses, or when the store served fewer lookups per run than the command
+imports .py modules (counted by a plain python probe run); goals missed are
+shown, not counted as broken contracts.
 
 Interpreters are resolved to their real binary (never a pyenv shim), and
 children run without the variables that would change what compileall writes
@@ -38,7 +69,7 @@ or where (PYTHONDONTWRITEBYTECODE, PYTHONPYCACHEPREFIX, SOURCE_DATE_EPOCH, ...).
 
 Usage:
   python3 scripts/bench/bench.py [--rcache PATH] [--python PY] [--runs N]
-                                 [--corpus stdlib|packages|all]
+                                 [--corpus stdlib|packages|exec|all]
                                  [--json-out FILE]
 
 Standard library only. Exit status: 0 when every step behaved as specified,
@@ -54,6 +85,7 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -250,10 +282,15 @@ def cached_venv(python: Interpreter) -> Path:
     return venv
 
 
-def packages_corpus(python: Interpreter, workdir: Path) -> Corpus:
+def site_packages(python: Interpreter) -> Path:
+    """The site-packages of the cached "packages" virtualenv."""
     venv = cached_venv(python)
-    purelib = query_python(str(venv / "bin" / "python"), "sysconfig.get_paths()['purelib']")
-    return make_corpus("packages", Path(purelib), workdir)
+    return Path(query_python(str(venv / "bin" / "python"),
+                             "sysconfig.get_paths()['purelib']"))
+
+
+def packages_corpus(python: Interpreter, workdir: Path) -> Corpus:
+    return make_corpus("packages", site_packages(python), workdir)
 
 
 # --------------------------------------------------------------------------
@@ -303,16 +340,24 @@ class Timed:
     stderr: str
 
 
-def timed_run(command: list[str], ok_codes: tuple[int, ...]) -> Timed:
+def run_child(command: list[str], env: dict[str, str] | None = None) -> Timed:
+    """Runs `command` (in `child_env()` unless given `env`) and times it."""
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=child_env())
+    done = subprocess.run(command, capture_output=True, text=True,
+                          env=child_env() if env is None else env)
     seconds = time.perf_counter() - start
-    if done.returncode not in ok_codes:
-        raise BenchError(
-            f"exit {done.returncode} from: {' '.join(command)}\n"
-            f"{done.stderr.strip()[-4000:]}"
-        )
     return Timed(seconds, done.returncode, done.stdout, done.stderr)
+
+
+def timed_run(command: list[str], ok_codes: tuple[int, ...],
+              env: dict[str, str] | None = None) -> Timed:
+    run = run_child(command, env)
+    if run.returncode not in ok_codes:
+        raise BenchError(
+            f"exit {run.returncode} from: {' '.join(command)}\n"
+            f"{run.stderr.strip()[-4000:]}"
+        )
+    return run
 
 
 @dataclass
@@ -474,6 +519,266 @@ class Bench:
 
 
 # --------------------------------------------------------------------------
+# Import time under `rcache exec`
+# --------------------------------------------------------------------------
+
+EXEC_CODES = ("import sympy", "import django.db.models", "pass")
+EXEC_MIN_RUNS = 10  # the commands are short: fewer samples would be noise
+WITH_PYCS = "python, warm __pycache__"
+NO_PYCS = "python, no pycs"
+RCACHE_EXEC = "rcache exec, warm store"
+EXEC_VARIANTS = (WITH_PYCS, NO_PYCS, RCACHE_EXEC)
+EXEC_RATIO_GOAL = 1.15  # rcache exec over warm-__pycache__ python, imports
+EXEC_PASS_GOAL_MS = 10.0  # `rcache exec -c pass` minus `python -c pass`
+EXEC_SERVER_TIMEOUT = 900.0  # seconds a server may take to compile misses
+EXEC_POLL = 0.01
+
+# Prints how many modules with a .py origin CODE imports; those loaded before
+# -c runs are left out (they may come before rcache's hook is installed).
+EXEC_PROBE = (
+    "import sys; _before = set(sys.modules); exec({code!r}); "
+    "print(sum(1 for _n, _m in list(sys.modules.items()) if _n not in _before"
+    " and str(getattr(getattr(_m, '__spec__', None), 'origin', None))"
+    ".endswith('.py')))"
+)
+
+
+def pycache_dirs(tree: Path) -> list[Path]:
+    found = []
+    for directory, dirs, _ in os.walk(tree):
+        if "__pycache__" in dirs:
+            found.append(Path(directory) / "__pycache__")
+            dirs.remove("__pycache__")
+    return found
+
+
+def exec_servers_alive(runtime_dir: Path) -> bool:
+    """Whether an `rcache exec` server started under `runtime_dir` still runs.
+
+    Its socket goes first, before the misses are compiled and the store is
+    written, so a live process whose environment holds this XDG_RUNTIME_DIR
+    counts as well (zombies have no readable environment)."""
+    if any((runtime_dir / "rcache").glob("exec-*.sock")):
+        return True
+    marker = f"XDG_RUNTIME_DIR={runtime_dir}".encode()
+    try:
+        entries = list(os.scandir("/proc"))
+    except OSError:
+        return False  # no /proc: the socket is all there is to go by
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = Path(entry.path, "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            return True
+    return False
+
+
+def wait_for_exec_servers(runtime_dir: Path, timeout: float) -> bool:
+    """Waits until every server under `runtime_dir` is done; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while exec_servers_alive(runtime_dir):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(EXEC_POLL)
+    return True
+
+
+@dataclass
+class ExecResult:
+    origin: str  # the site-packages both copies were made from
+    files: int
+    bytes: int
+    runs: int
+    warm_seconds: float = 0.0
+    warm_report: dict = field(default_factory=dict)
+    # CODE -> variant -> wall seconds of each timed run
+    seconds: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    # CODE -> .py modules it imports (plain python probe)
+    source_modules: dict[str, int] = field(default_factory=dict)
+    # CODE -> store counters summed over its timed rcache exec runs
+    lookups: dict[str, dict[str, int]] = field(default_factory=dict)
+    warmup_lookups: dict[str, list[dict[str, int]]] = field(default_factory=dict)
+    # CODE -> runs (warm-up included) after which no-pycs held __pycache__
+    pycache_runs: dict[str, int] = field(default_factory=dict)
+    pycache_examples: dict[str, list[str]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def record(self, code: str, variant: str, seconds: float) -> None:
+        self.seconds.setdefault(code, {}).setdefault(variant, []).append(seconds)
+
+    def problem(self, message: str) -> None:
+        if message not in self.problems:
+            self.problems.append(message)
+
+
+class ExecBench:
+    """Times imports under `rcache exec` against plain python, side by side."""
+
+    def __init__(self, rcache: Path, python: Interpreter, workdir: Path,
+                 workers: int, trash: Trash):
+        self.rcache = rcache
+        self.python = python
+        self.workers = workers
+        self.trash = trash
+        self.with_pycs = workdir / "exec-with-pycs"
+        self.no_pycs = workdir / "exec-no-pycs"
+        self.runtime_dir = workdir / "exec-runtime"
+        self.store = workdir / "exec-store" / "store.sqlite3"
+        self.counters = {"hits": 0, "misses": 0}
+
+    def prepare(self, site_packages: Path) -> ExecResult:
+        copy_sources(site_packages, self.with_pycs)
+        copy_sources(site_packages, self.no_pycs)
+        files, size = count_sources(self.no_pycs)
+        if files == 0:
+            raise BenchError(f"no .py files found under {site_packages}")
+        timed_run([self.python.path, "-m", "compileall", "-q", "-j0",
+                   str(self.with_pycs)], ok_codes=(0, 1))
+        self.runtime_dir.mkdir(mode=0o700)
+        self.runtime_dir.chmod(0o700)  # mkdir's mode goes through the umask
+        self.store.parent.mkdir()
+        return ExecResult(origin=str(site_packages), files=files, bytes=size, runs=0)
+
+    def python_env(self, tree: Path, write_bytecode: bool) -> dict[str, str]:
+        env = child_env()
+        env["PYTHONPATH"] = str(tree)
+        if not write_bytecode:
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        return env
+
+    def rcache_env(self) -> dict[str, str]:
+        env = self.python_env(self.no_pycs, write_bytecode=True)
+        env["XDG_RUNTIME_DIR"] = str(self.runtime_dir)
+        return env
+
+    def rcache_command(self, *args: str) -> list[str]:
+        return [str(self.rcache), "--store", str(self.store),
+                "--python", self.python.path, *args]
+
+    def variant_run(self, variant: str, code: str) -> Timed:
+        if variant == RCACHE_EXEC:
+            return run_child(self.rcache_command("exec", "-c", code), self.rcache_env())
+        tree = self.with_pycs if variant == WITH_PYCS else self.no_pycs
+        command = [self.python.path, "-c", code]
+        env = self.python_env(tree, write_bytecode=variant == WITH_PYCS)
+        return timed_run(command, ok_codes=(0,), env=env)
+
+    def store_counters(self) -> dict[str, int]:
+        run = timed_run(self.rcache_command("--json", "stats"), ok_codes=(0,))
+        report = json.loads(run.stdout)
+        return {"hits": report.get("lifetime_hits", 0),
+                "misses": report.get("lifetime_misses", 0)}
+
+    def warm_tree(self, result: ExecResult) -> None:
+        command = self.rcache_command("--json", "-j", str(self.workers), "warm",
+                                      str(self.no_pycs))
+        run = timed_run(command, ok_codes=(0, 1))
+        result.warm_seconds = run.seconds
+        result.warm_report = json.loads(run.stdout)
+        if pycache_dirs(self.no_pycs):
+            result.problem("`rcache warm` wrote __pycache__ dirs into the no-pycs tree")
+            self.trash.remove_pycache(self.no_pycs)
+        self.counters = self.store_counters()
+
+    def probe_source_modules(self, code: str) -> int:
+        command = [self.python.path, "-c", EXEC_PROBE.format(code=code)]
+        run = timed_run(command, ok_codes=(0,),
+                        env=self.python_env(self.no_pycs, write_bytecode=False))
+        return int(run.stdout.split()[-1])
+
+    def rcache_run(self, result: ExecResult, code: str) -> tuple[Timed, dict[str, int]]:
+        """One `rcache exec -c CODE`, checked, once its server is done;
+        returns the run and the store counters it added."""
+        run = self.variant_run(RCACHE_EXEC, code)
+        shown = (f"PYTHONPATH={self.no_pycs} XDG_RUNTIME_DIR={self.runtime_dir} "
+                 f"{shlex.join(self.rcache_command('exec', '-c', code))}")
+        if run.returncode != 0:
+            result.problem(f"exit {run.returncode} from: {shown}\n"
+                           f"{run.stderr.strip()[-4000:]}")
+        warnings = [line for line in run.stderr.splitlines()
+                    if line.startswith("rcache:")]
+        if warnings:
+            result.problem(f"{shown} warned:\n" + "\n".join(warnings[:20]))
+        if not wait_for_exec_servers(self.runtime_dir, EXEC_SERVER_TIMEOUT):
+            raise BenchError(f"the server of `{shown}` still runs after "
+                             f"{EXEC_SERVER_TIMEOUT:.0f} s")
+        left = pycache_dirs(self.no_pycs)
+        if left:
+            result.pycache_runs[code] = result.pycache_runs.get(code, 0) + 1
+            examples = result.pycache_examples.setdefault(code, [])
+            if not examples:
+                examples += [str(path) for path in left[:3]] + [f"{len(left)} dirs"]
+            self.trash.remove_pycache(self.no_pycs)
+        counters = self.store_counters()
+        added = {name: counters[name] - self.counters[name] for name in counters}
+        self.counters = counters
+        return run, added
+
+    def warm_up(self, result: ExecResult, code: str) -> None:
+        """Two untimed rcache runs (the first one's misses get compiled) and
+        one of each python, so that every variant starts from a warm page cache."""
+        for _ in range(2):
+            _, added = self.rcache_run(result, code)
+            result.warmup_lookups.setdefault(code, []).append(added)
+        self.variant_run(WITH_PYCS, code)
+        self.variant_run(NO_PYCS, code)
+
+    def run(self, site_packages: Path, runs: int) -> ExecResult:
+        result = self.prepare(site_packages)
+        result.runs = max(runs, EXEC_MIN_RUNS)
+        print(f"exec: {result.files} .py files copied from {site_packages}; "
+              "rcache warm ...", file=sys.stderr)
+        self.warm_tree(result)
+        for code in EXEC_CODES:
+            result.source_modules[code] = self.probe_source_modules(code)
+            self.warm_up(result, code)
+            result.lookups[code] = {"hits": 0, "misses": 0}
+        for index in range(result.runs):
+            print(f"  [exec] run {index + 1}/{result.runs}", file=sys.stderr)
+            for code in EXEC_CODES:
+                for variant in EXEC_VARIANTS:
+                    self.timed_step(result, code, variant)
+        self.check(result)
+        for tree in (self.with_pycs, self.no_pycs):
+            self.trash.discard(tree)
+        return result
+
+    def timed_step(self, result: ExecResult, code: str, variant: str) -> None:
+        if variant != RCACHE_EXEC:
+            result.record(code, variant, self.variant_run(variant, code).seconds)
+            return
+        run, added = self.rcache_run(result, code)
+        result.record(code, variant, run.seconds)
+        for name, count in added.items():
+            result.lookups[code][name] += count
+
+    @staticmethod
+    def check(result: ExecResult) -> None:
+        """Turns what the runs showed into problems."""
+        total_runs = result.runs + 2  # the warm-up runs were checked too
+        for code, count in result.pycache_runs.items():
+            result.problem(
+                f"`rcache exec -c {code!r}` left __pycache__ dirs in the no-pycs "
+                f"tree after {count} of {total_runs} runs, e.g. "
+                + ", ".join(result.pycache_examples[code]))
+        for code in EXEC_CODES:
+            lookups = result.lookups[code]
+            if lookups["misses"]:
+                result.problem(f"`rcache exec -c {code!r}`: {lookups['misses']} misses "
+                               f"in {result.runs} timed runs, expected none")
+            per_run = (lookups["hits"] + lookups["misses"]) / result.runs
+            if per_run < result.source_modules[code]:
+                result.problem(
+                    f"`rcache exec -c {code!r}`: {per_run:.0f} lookups per run, but "
+                    f"the command imports {result.source_modules[code]} .py modules: "
+                    "the others bypassed the store")
+
+
+# --------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------
 
@@ -532,8 +837,106 @@ def markdown_table(result: CorpusResult, python: Interpreter, workers: int,
     return "\n".join(lines)
 
 
-def json_document(results: list[CorpusResult], python: Interpreter, rcache: Path,
-                  workers: int, runs: int) -> dict:
+def exec_figures(result: ExecResult) -> dict:
+    """Medians, minimums and the ratios the goals are about, per command."""
+    commands = {}
+    for code in EXEC_CODES:
+        steps = {variant: summary(result.seconds[code][variant])
+                 for variant in EXEC_VARIANTS}
+        rcache = steps[RCACHE_EXEC]["median"]
+        commands[code] = {
+            "steps": steps,
+            "ratio_vs_pycache": rcache / steps[WITH_PYCS]["median"],
+            "speedup_vs_no_pycs": steps[NO_PYCS]["median"] / rcache,
+            "overhead_ms": (rcache - steps[WITH_PYCS]["median"]) * 1000,
+            "source_modules": result.source_modules[code],
+            "lookups_timed_runs": result.lookups[code],
+            "lookups_warm_up_runs": result.warmup_lookups[code],
+        }
+    return commands
+
+
+def exec_goals(commands: dict) -> dict[str, bool]:
+    goals = {code: figures["ratio_vs_pycache"] <= EXEC_RATIO_GOAL
+             for code, figures in commands.items() if code != "pass"}
+    goals["pass"] = commands["pass"]["overhead_ms"] <= EXEC_PASS_GOAL_MS
+    return goals
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def exec_markdown_table(result: ExecResult, python: Interpreter) -> str:
+    commands = exec_figures(result)
+    goals = exec_goals(commands)
+
+    def cell(stats: dict) -> str:
+        return f"{stats['median'] * 1000:.1f} / {stats['min'] * 1000:.1f}"
+
+    lines = [
+        f"### `rcache exec`: import time, {result.files} .py files "
+        f"({result.bytes / 1e6:.1f} MB) of site-packages",
+        "",
+        f"CPython {python.version_str} (`{python.path}`), {result.runs} runs, "
+        "wall milliseconds as median / min.",
+        "",
+        f"| `-c` | {WITH_PYCS} | {NO_PYCS} | {RCACHE_EXEC} "
+        "| rcache / warm `__pycache__` | speed-up vs no pycs |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for code, figures in commands.items():
+        steps = figures["steps"]
+        lines.append(
+            f"| `{code}` | {cell(steps[WITH_PYCS])} | {cell(steps[NO_PYCS])} | "
+            f"{cell(steps[RCACHE_EXEC])} | {figures['ratio_vs_pycache']:.2f}x | "
+            f"{figures['speedup_vs_no_pycs']:.2f}x |"
+        )
+    imports = ", ".join(
+        f"`{code}` {commands[code]['ratio_vs_pycache']:.2f}x {met(ok)}"
+        for code, ok in goals.items() if code != "pass")
+    lines += [
+        "",
+        f"Goal rcache exec / warm `__pycache__` <= {EXEC_RATIO_GOAL:.2f}x: {imports}.",
+        f"Goal `rcache exec -c pass` - `python -c pass` <= {EXEC_PASS_GOAL_MS:.0f} ms: "
+        f"{commands['pass']['overhead_ms']:+.1f} ms, {met(goals['pass'])}.",
+    ]
+    for code, figures in commands.items():
+        lookups = figures["lookups_timed_runs"]
+        lines.append(
+            f"`{code}`: {(lookups['hits'] + lookups['misses']) / result.runs:.0f} "
+            f"lookups per timed run ({lookups['misses']} misses in all), "
+            f"{figures['source_modules']} .py modules imported."
+        )
+    warm = result.warm_report
+    lines.append(
+        f"`rcache warm` of the tree: {warm.get('files')} files, compiled "
+        f"{warm.get('compiled')}, failed {warm.get('failed')}, "
+        f"{result.warm_seconds:.1f} s."
+    )
+    return "\n".join(lines)
+
+
+def exec_json(result: ExecResult) -> dict:
+    commands = exec_figures(result)
+    return {
+        "origin": result.origin,
+        "files": result.files,
+        "bytes": result.bytes,
+        "runs": result.runs,
+        "warm_seconds": result.warm_seconds,
+        "warm_report": result.warm_report,
+        "goals": {"ratio_vs_pycache": EXEC_RATIO_GOAL,
+                  "pass_overhead_ms": EXEC_PASS_GOAL_MS},
+        "goals_met": exec_goals(commands),
+        "commands": commands,
+        "pycache_runs": result.pycache_runs,
+        "problems": result.problems,
+    }
+
+
+def json_document(results: list[CorpusResult], exec_result: ExecResult | None,
+                  python: Interpreter, rcache: Path, workers: int, runs: int) -> dict:
     return {
         "python": {"path": python.path, "version": python.version_str},
         "rcache": str(rcache),
@@ -554,6 +957,7 @@ def json_document(results: list[CorpusResult], python: Interpreter, rcache: Path
             }
             for r in results
         ],
+        "exec": exec_json(exec_result) if exec_result else None,
     }
 
 
@@ -564,15 +968,17 @@ def json_document(results: list[CorpusResult], python: Interpreter, rcache: Path
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Benchmark `rcache warm` against `python -m compileall`.")
+        description="Benchmark `rcache warm` against `python -m compileall`, "
+                    "and imports under `rcache exec` against plain python.")
     parser.add_argument("--rcache", type=Path, default=DEFAULT_RCACHE,
                         help="rcache binary (default: %(default)s)")
     parser.add_argument("--python",
                         help="interpreter to compile for (default: pyenv's 3.12, "
                              "else python3's real binary)")
     parser.add_argument("--runs", type=int, default=3,
-                        help="runs of each step (default: %(default)s)")
-    parser.add_argument("--corpus", choices=("stdlib", "packages", "all"),
+                        help="runs of each step (default: %(default)s; at "
+                             f"least {EXEC_MIN_RUNS} for the exec corpus)")
+    parser.add_argument("--corpus", choices=("stdlib", "packages", "exec", "all"),
                         default="stdlib", help="what to compile (default: %(default)s)")
     parser.add_argument("--json-out", type=Path,
                         help="also write the raw numbers to this JSON file")
@@ -591,14 +997,19 @@ def main(argv: list[str] | None = None) -> int:
             "`cargo build --release` or pass --rcache PATH")
     python = resolve_interpreter(args.python)
     workers = os.cpu_count() or 1
-    names = ("stdlib", "packages") if args.corpus == "all" else (args.corpus,)
+    names = ("stdlib", "packages", "exec") if args.corpus == "all" else (args.corpus,)
     builders = {"stdlib": stdlib_corpus, "packages": packages_corpus}
 
     results = []
+    exec_result = None
     with tempfile.TemporaryDirectory(prefix="rcache-bench-") as tmp:
         workdir = Path(tmp)
         bench = Bench(rcache, python, workdir, workers)
         for name in names:
+            if name == "exec":
+                exec_bench = ExecBench(rcache, python, workdir, workers, bench.trash)
+                exec_result = exec_bench.run(site_packages(python), args.runs)
+                continue
             corpus = builders[name](python, workdir)
             print(f"corpus {name}: {corpus.files} .py files, {corpus.bytes} bytes, "
                   f"copied from {corpus.origin}", file=sys.stderr)
@@ -608,11 +1019,17 @@ def main(argv: list[str] | None = None) -> int:
     for result in results:
         print(markdown_table(result, python, workers, args.runs))
         print()
+    if exec_result:
+        print(exec_markdown_table(exec_result, python))
+        print()
     if args.json_out:
-        document = json_document(results, python, rcache, workers, args.runs)
+        document = json_document(results, exec_result, python, rcache, workers,
+                                 args.runs)
         args.json_out.write_text(json.dumps(document, indent=2) + "\n")
 
     problems = [f"[{r.corpus.name}] {p}" for r in results for p in r.problems]
+    if exec_result:
+        problems += [f"[exec] {p}" for p in exec_result.problems]
     if problems:
         print("rcache did not behave as specified:", file=sys.stderr)
         for problem in problems:

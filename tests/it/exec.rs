@@ -98,18 +98,28 @@ impl Exec {
 
     /// (hits, misses) counted by the store so far.
     fn lookups(&self) -> (u64, u64) {
-        let output = rcache_command(self.env.path())
+        let mut command = rcache_command(self.env.path());
+        command
             .args(["--json", "--store"])
             .arg(&self.env.store)
-            .arg("stats")
-            .output()
-            .unwrap();
-        let stats: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-        (
-            stats["lifetime_hits"].as_u64().unwrap(),
-            stats["lifetime_misses"].as_u64().unwrap(),
-        )
+            .arg("stats");
+        lookups_by(&mut command)
     }
+}
+
+/// (hits, misses) as `command` (an `rcache --json stats`) reports them.
+fn lookups_by(command: &mut Command) -> (u64, u64) {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    (
+        stats["lifetime_hits"].as_u64().unwrap(),
+        stats["lifetime_misses"].as_u64().unwrap(),
+    )
 }
 
 fn run_python(command: &mut Command) -> Output {
@@ -739,6 +749,100 @@ fn a_corrupt_blob_is_never_run_and_is_replaced() {
     assert_eq!(exec.env.blobs().len(), entries.len());
     covered(
         "exec::a_corrupt_blob_is_never_run_and_is_replaced",
+        std::slice::from_ref(python),
+    );
+}
+
+#[test]
+fn a_read_only_tree_is_served_and_nothing_is_written_to_it() {
+    let Some(python) = crate::support::system_python() else {
+        eprintln!("no /usr/bin/python3.X that an unprivileged user can run: skipped");
+        return;
+    };
+    let exec = Exec::new(&python);
+    exec.write("pkg/__init__.py", PKG_INIT);
+    exec.write("pkg/sub.py", PKG_SUB);
+    exec.write(
+        "main.py",
+        "import sys, pkg\nprint(pkg.VALUE, pkg.sub.__file__)\n",
+    );
+    exec.env.share_with_nobody();
+    // The runtime dir is the user's own; the project stays root's (0755).
+    if crate::support::running_as_root() {
+        std::os::unix::fs::chown(&exec.runtime, Some(crate::support::NOBODY), None).unwrap();
+    }
+    let expected = run_python(
+        exec.python(&["main.py"])
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+    );
+    for _ in 0..2 {
+        let mut command = exec.exec(&["main.py"]);
+        // Empty is unset to CPython: pycs would be written if anything tried.
+        command.env("PYTHONDONTWRITEBYTECODE", "");
+        let output = exec.run_exec(&mut crate::support::unprivileged(&command));
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&expected.stdout),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // The store is the unprivileged user's: root's rcache would refuse it.
+    let mut stats = rcache_command(exec.env.path());
+    stats
+        .args(["--json", "--store"])
+        .arg(&exec.env.store)
+        .arg("stats");
+    let (hits, _) = lookups_by(&mut crate::support::unprivileged(&stats));
+    assert!(hits >= 3, "the second run was served: {hits} hits");
+    let pycache: Vec<_> = walk(&exec.project())
+        .into_iter()
+        .filter(|path| path.ends_with("__pycache__"))
+        .collect();
+    assert!(pycache.is_empty(), "pycs written: {pycache:?}");
+    covered(
+        "exec::a_read_only_tree_is_served_and_nothing_is_written_to_it",
+        std::slice::from_ref(&python),
+    );
+}
+
+#[test]
+fn ctrl_c_reaches_the_program_as_it_reaches_python() {
+    let python = pythons().last().expect("a Python");
+    let exec = Exec::new(python);
+    exec.write(
+        "main.py",
+        "import sys, time\ntry:\n    print('ready', flush=True)\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    print('interrupted', flush=True)\n    raise\n",
+    );
+    let mut results = Vec::new();
+    for mut command in [exec.python(&["main.py"]), exec.exec(&["main.py"])] {
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        assert_eq!(line, "ready\n");
+        // The pid rcache was started with is the program's.
+        let status = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let output = child.wait_with_output().unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+        // Where the signal lands (in print or in sleep) is up to timing.
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.ends_with("\nKeyboardInterrupt\n"), "{stderr}");
+        results.push((rest, output.status.signal()));
+    }
+    assert_eq!(results[0], ("interrupted\n".to_owned(), Some(SIGINT)));
+    assert_eq!(results[1], results[0]);
+    covered(
+        "exec::ctrl_c_reaches_the_program_as_it_reaches_python",
         std::slice::from_ref(python),
     );
 }
