@@ -22,30 +22,44 @@ const FLAG_REF: u8 = 0x80;
 /// Returns `None` when the placeholder is not found exactly once as a
 /// record, in which case the caller must compile at the real path instead.
 pub fn rewrite_filename(code: &[u8], placeholder: &str, filename: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(code.len() + filename.len());
+    rewrite_filename_into(code, placeholder, filename, &mut out).then_some(out)
+}
+
+/// [`rewrite_filename`], appending to `out` (which a caller can reuse);
+/// returns false, with `out` unspecified, when the placeholder is not found.
+pub fn rewrite_filename_into(
+    code: &[u8],
+    placeholder: &str,
+    filename: &[u8],
+    out: &mut Vec<u8>,
+) -> bool {
     let needle = placeholder.as_bytes();
     debug_assert!(placeholder.is_ascii() && needle.len() < 256);
     // memchr's SIMD search: the whole stream must be scanned to prove the
     // placeholder occurs once, and this runs for every pyc written.
     let mut found = memchr::memmem::find_iter(code, needle);
-    let at = found.next()?;
+    let Some(at) = found.next() else {
+        return false;
+    };
     if found.next().is_some() || at < 2 {
-        return None;
+        return false;
     }
     let (kind, len) = (code[at - 2], code[at - 1]);
     let flag = kind & FLAG_REF;
     let interned = match kind & !FLAG_REF {
         TYPE_SHORT_ASCII => false,
         TYPE_SHORT_ASCII_INTERNED => true,
-        _ => return None,
+        _ => return false,
     };
     if usize::from(len) != needle.len() {
-        return None;
+        return false;
     }
-    let mut out = Vec::with_capacity(code.len() + filename.len());
+    out.reserve(code.len() + filename.len());
     out.extend_from_slice(&code[..at - 2]);
-    write_string_record(&mut out, filename, interned, flag);
+    write_string_record(out, filename, interned, flag);
     out.extend_from_slice(&code[at + needle.len()..]);
-    Some(out)
+    true
 }
 
 /// Writes `path` as marshal writes the `str` Python makes of it

@@ -10,14 +10,14 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 
 use crate::key::{Key, KeyContext};
-use crate::marshal::rewrite_filename;
+use crate::marshal::rewrite_filename_into;
 use crate::source::{self, Source};
-use crate::store::{KnownSource, Store, StoredCode};
+use crate::store::{KnownSource, Store};
 
 /// What to tell the interpreter.
 pub enum Answer {
-    /// Marshalled code with the real filename.
-    Hit(Vec<u8>),
+    /// Marshalled code with the real filename, appended to the reply.
+    Hit,
     /// No stored code: the interpreter compiles the source itself.
     Miss(Option<Box<Missed>>),
 }
@@ -38,13 +38,33 @@ pub struct Learnt {
     pub used: Vec<Key>,
 }
 
-/// Looks up the code of `path_bytes` (an OS path) at `level`.
+/// What one connection reuses from request to request: a decompressor
+/// and buffers (code is often hundreds of KiB: fresh allocations would
+/// each fault their pages in again).
+pub struct Scratch {
+    decompressor: zstd::bulk::Decompressor<'static>,
+    code: Vec<u8>,
+}
+
+impl Scratch {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            decompressor: zstd::bulk::Decompressor::new()?,
+            code: Vec::new(),
+        })
+    }
+}
+
+/// Looks up the code of `path_bytes` (an OS path) at `level`; on a hit,
+/// appends it to `reply`.
 pub fn answer(
     store: &Store,
     context: &KeyContext<'_>,
     level: u8,
     path_bytes: &[u8],
     learnt: &mut Learnt,
+    scratch: &mut Scratch,
+    reply: &mut Vec<u8>,
 ) -> Result<Answer, crate::store::Error> {
     if level > 2 {
         return Ok(Answer::Miss(None));
@@ -63,9 +83,8 @@ pub fn answer(
         let Some(blob) = store.read_blob(&key)? else {
             return Ok(Answer::Miss(Some(Box::new(Missed { source, level, key }))));
         };
-        let code = match blob.decode() {
-            StoredCode::Found(code) => code,
-            StoredCode::Corrupt(reason) => {
+        if let Err(reason) = blob.decode_into(&mut scratch.decompressor, &mut scratch.code) {
+            {
                 // Never served; compiled again, the new entry replaces it.
                 tracing::warn!(
                     "stored code for `{}` {reason}: compiling it again",
@@ -73,13 +92,13 @@ pub fn answer(
                 );
                 return Ok(Answer::Miss(Some(Box::new(Missed { source, level, key }))));
             }
-        };
-        match rewrite_filename(&code, &key.placeholder_filename(), path_bytes) {
-            Some(code) => {
-                learnt.used.push(key);
-                Ok(Answer::Hit(code))
-            }
-            None => Ok(Answer::Miss(None)),
+        }
+        let placeholder = key.placeholder_filename();
+        if rewrite_filename_into(&scratch.code, &placeholder, path_bytes, reply) {
+            learnt.used.push(key);
+            Ok(Answer::Hit)
+        } else {
+            Ok(Answer::Miss(None))
         }
     })
 }

@@ -21,7 +21,7 @@ use crossbeam_channel::Sender;
 
 use super::background::Background;
 use super::daemon;
-use super::lookup::{self, Answer, Learnt, Missed};
+use super::lookup::{self, Answer, Learnt, Missed, Scratch};
 use crate::interpreter::Interpreter;
 use crate::key::KeyContext;
 use crate::store::Store;
@@ -50,6 +50,7 @@ struct Shared {
     misses: Mutex<Option<Sender<Box<Missed>>>>,
     learnt: Mutex<Learnt>,
     hits: AtomicU64,
+    busy_ns: AtomicU64,
     lookups: AtomicU64,
     /// Set once the program has exited and every connection closed.
     shutting_down: AtomicBool,
@@ -71,6 +72,7 @@ pub fn serve(listener: UnixListener, pidfd: &OwnedFd, config: Config) -> i32 {
         config,
         learnt: Mutex::new(Learnt::default()),
         hits: AtomicU64::new(0),
+        busy_ns: AtomicU64::new(0),
         lookups: AtomicU64::new(0),
         shutting_down: AtomicBool::new(false),
         connections: Mutex::new(0),
@@ -93,7 +95,10 @@ pub fn serve(listener: UnixListener, pidfd: &OwnedFd, config: Config) -> i32 {
     let learnt = std::mem::take(&mut *shared.learnt.lock().expect("learnt"));
     let lookups = shared.lookups.load(Ordering::Relaxed);
     let hits = shared.hits.load(Ordering::Relaxed);
-    tracing::debug!("served {hits} of {lookups} lookups; stored {stored}");
+    tracing::debug!(
+        "served {hits} of {lookups} lookups in {:.1} ms; stored {stored}",
+        shared.busy_ns.load(Ordering::Relaxed) as f64 / 1e6
+    );
     let status = match record(&shared.config.store_path, &learnt, hits, lookups - hits) {
         Ok(()) => 0,
         Err(err) => {
@@ -181,6 +186,8 @@ fn connection(stream: &UnixStream, shared: &Shared) -> std::io::Result<()> {
         None // another interpreter: its misses are not compiled here
     };
     let mut learnt = Learnt::default();
+    let mut scratch = Scratch::new()?;
+    let mut frame = Vec::new();
     let mut header = [0u8; 5];
     let mut path = Vec::new();
     let result = loop {
@@ -196,23 +203,40 @@ fn connection(stream: &UnixStream, shared: &Shared) -> std::io::Result<()> {
         path.resize(length, 0);
         input.read_exact(&mut path)?;
         shared.lookups.fetch_add(1, Ordering::Relaxed);
-        let answer = lookup::answer(&store, &context, header[0], &path, &mut learnt)
-            .unwrap_or_else(|err| {
-                tracing::warn!("store lookup failed: {err}");
-                Answer::Miss(None)
-            });
-        let written = match answer {
-            Answer::Hit(code) => {
-                shared.hits.fetch_add(1, Ordering::Relaxed);
-                output.write_all(&reply(HIT, &code))
-            }
+        let started = std::time::Instant::now();
+        // The reply: status, length (filled in below), code.
+        frame.clear();
+        frame.extend_from_slice(&[HIT, 0, 0, 0, 0]);
+        let answer = lookup::answer(
+            &store,
+            &context,
+            header[0],
+            &path,
+            &mut learnt,
+            &mut scratch,
+            &mut frame,
+        )
+        .unwrap_or_else(|err| {
+            tracing::warn!("store lookup failed: {err}");
+            Answer::Miss(None)
+        });
+        match answer {
+            Answer::Hit => shared.hits.fetch_add(1, Ordering::Relaxed),
             Answer::Miss(missed) => {
                 if let (Some(missed), Some(queue)) = (missed, &compile_queue) {
                     let _ = queue.send(missed);
                 }
-                output.write_all(&reply(MISS, &[]))
+                frame.truncate(5);
+                frame[0] = MISS;
+                0
             }
         };
+        let length = (frame.len() - 5) as u32;
+        frame[1..5].copy_from_slice(&length.to_le_bytes());
+        let written = output.write_all(&frame);
+        shared
+            .busy_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         if let Err(err) = written {
             break Err(err);
         }

@@ -44,15 +44,33 @@ pub struct Blob {
 impl Blob {
     /// Decompresses and checks the blob against its checksum.
     pub fn decode(&self) -> StoredCode {
-        let capacity = usize::try_from(self.raw_size).unwrap_or(0);
-        let code = match zstd::bulk::decompress(&self.data, capacity) {
-            Ok(code) => code,
-            Err(err) => return StoredCode::Corrupt(format!("does not decompress: {err}")),
-        };
-        if code.len() != capacity || blake3::hash(&code).as_bytes().as_slice() != self.checksum {
-            return StoredCode::Corrupt("fails its checksum".to_owned());
+        let mut code = Vec::new();
+        match zstd::bulk::Decompressor::new() {
+            Ok(mut decompressor) => match self.decode_into(&mut decompressor, &mut code) {
+                Ok(()) => StoredCode::Found(code),
+                Err(reason) => StoredCode::Corrupt(reason),
+            },
+            Err(err) => StoredCode::Corrupt(format!("cannot be decompressed: {err}")),
         }
-        StoredCode::Found(code)
+    }
+
+    /// [`Blob::decode`] into `code`, with a decompressor and buffer a
+    /// caller reuses from one blob to the next; `Err` says why it is corrupt.
+    pub fn decode_into(
+        &self,
+        decompressor: &mut zstd::bulk::Decompressor<'_>,
+        code: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let capacity = usize::try_from(self.raw_size).unwrap_or(0);
+        code.clear();
+        code.reserve(capacity);
+        if let Err(err) = decompressor.decompress_to_buffer(&self.data, code) {
+            return Err(format!("does not decompress: {err}"));
+        }
+        if code.len() != capacity || blake3::hash(code).as_bytes().as_slice() != self.checksum {
+            return Err("fails its checksum".to_owned());
+        }
+        Ok(())
     }
 }
 
