@@ -9,15 +9,17 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 
+use crate::identity::FileIdentity;
 use crate::key::{Key, KeyContext};
 use crate::marshal::rewrite_filename_into;
 use crate::source::{self, Source};
-use crate::store::{KnownSource, Store};
+use crate::store::{ImportSequence, KnownSource, Store};
 
 /// What to tell the interpreter.
 pub enum Answer {
-    /// Marshalled code with the real filename, appended to the reply.
-    Hit,
+    /// Marshalled code with the real filename, appended to the reply: the
+    /// code of the file with this identity.
+    Hit { key: Key, identity: FileIdentity },
     /// No stored code: the interpreter compiles the source itself.
     Miss(Option<Box<Missed>>),
 }
@@ -36,6 +38,17 @@ pub struct Learnt {
     pub to_remember: Vec<(std::path::PathBuf, KnownSource)>,
     /// Keys served, whose last-use time to refresh.
     pub used: Vec<Key>,
+    /// The order each process asked for sources in.
+    pub sequences: Vec<ImportSequence>,
+}
+
+impl Learnt {
+    /// Adds what another connection or thread learnt.
+    pub fn append(&mut self, other: &mut Self) {
+        self.to_remember.append(&mut other.to_remember);
+        self.used.append(&mut other.used);
+        self.sequences.append(&mut other.sequences);
+    }
 }
 
 /// What one connection reuses from request to request: a decompressor
@@ -95,8 +108,8 @@ pub fn answer(
         }
         let placeholder = key.placeholder_filename();
         if rewrite_filename_into(&scratch.code, &placeholder, path_bytes, reply) {
-            learnt.used.push(key);
-            Ok(Answer::Hit)
+            let identity = FileIdentity::from_metadata(&source.metadata);
+            Ok(Answer::Hit { key, identity })
         } else {
             Ok(Answer::Miss(None))
         }

@@ -13,9 +13,11 @@
 mod background;
 mod daemon;
 mod lookup;
+mod prefetch;
 mod python_args;
 mod runtime_dir;
 mod server;
+mod session;
 
 use std::ffi::OsString;
 use std::os::fd::AsRawFd as _;

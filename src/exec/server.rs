@@ -8,7 +8,8 @@
 //!   (1-byte length, then bytes); answer `Y`, or `E`, u32 length, message
 //!   (the store is unusable: the interpreter warns once and loads on its own).
 //! - request: optimization level (1 byte), u32 length, the source's path as
-//!   OS bytes; answer status (`H` hit, `M` miss), u32 length, marshalled code.
+//!   OS bytes; answer status (`H` hit, `M` miss), u32 length, marshalled code
+//!   (`session.rs`).
 
 use std::io::{BufReader, Read as _, Write as _};
 use std::os::fd::OwnedFd;
@@ -21,14 +22,12 @@ use crossbeam_channel::Sender;
 
 use super::background::Background;
 use super::daemon;
-use super::lookup::{self, Answer, Learnt, Missed, Scratch};
+use super::lookup::{Learnt, Missed};
+use super::session::Session;
 use crate::interpreter::Interpreter;
-use crate::key::KeyContext;
 use crate::store::Store;
 
 const HELLO: &[u8; 4] = b"RCX1";
-const HIT: u8 = b'H';
-const MISS: u8 = b'M';
 /// Longest path a request may carry.
 const MAX_PATH: usize = 64 * 1024;
 
@@ -120,6 +119,7 @@ fn record(
 ) -> Result<(), crate::store::Error> {
     let mut store = Store::open(store_path)?;
     store.record_sources(&learnt.to_remember)?;
+    store.record_import_sequences(&learnt.sequences)?;
     store.finish_run(&learnt.used, &[("hits", hits), ("misses", misses)])?;
     store.checkpoint();
     Ok(())
@@ -175,19 +175,19 @@ fn connection(stream: &UnixStream, shared: &Shared) -> std::io::Result<()> {
         }
     };
     output.write_all(b"Y")?;
-    let context = KeyContext {
-        cache_tag: &cache_tag,
-        magic,
-    };
     let profile = &shared.config.interpreter.profile;
     let compile_queue = if profile.cache_tag == cache_tag && profile.magic == magic {
         shared.misses.lock().expect("misses").clone()
     } else {
         None // another interpreter: its misses are not compiled here
     };
-    let mut learnt = Learnt::default();
-    let mut scratch = Scratch::new()?;
-    let mut frame = Vec::new();
+    let mut session = Session::new(
+        store,
+        shared.config.store_path.clone(),
+        cache_tag,
+        magic,
+        compile_queue,
+    )?;
     let mut header = [0u8; 5];
     let mut path = Vec::new();
     let result = loop {
@@ -204,36 +204,11 @@ fn connection(stream: &UnixStream, shared: &Shared) -> std::io::Result<()> {
         input.read_exact(&mut path)?;
         shared.lookups.fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
-        // The reply: status, length (filled in below), code.
-        frame.clear();
-        frame.extend_from_slice(&[HIT, 0, 0, 0, 0]);
-        let answer = lookup::answer(
-            &store,
-            &context,
-            header[0],
-            &path,
-            &mut learnt,
-            &mut scratch,
-            &mut frame,
-        )
-        .unwrap_or_else(|err| {
-            tracing::warn!("store lookup failed: {err}");
-            Answer::Miss(None)
-        });
-        match answer {
-            Answer::Hit => shared.hits.fetch_add(1, Ordering::Relaxed),
-            Answer::Miss(missed) => {
-                if let (Some(missed), Some(queue)) = (missed, &compile_queue) {
-                    let _ = queue.send(missed);
-                }
-                frame.truncate(5);
-                frame[0] = MISS;
-                0
-            }
-        };
-        let length = (frame.len() - 5) as u32;
-        frame[1..5].copy_from_slice(&length.to_le_bytes());
-        let written = output.write_all(&frame);
+        let (hit, frame) = session.answer(header[0], &path);
+        if hit {
+            shared.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        let written = output.write_all(frame);
         shared
             .busy_ns
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -241,9 +216,11 @@ fn connection(stream: &UnixStream, shared: &Shared) -> std::io::Result<()> {
             break Err(err);
         }
     };
-    let mut shared_learnt = shared.learnt.lock().expect("learnt");
-    shared_learnt.to_remember.append(&mut learnt.to_remember);
-    shared_learnt.used.append(&mut learnt.used);
+    shared
+        .learnt
+        .lock()
+        .expect("learnt")
+        .append(&mut session.finish());
     result
 }
 

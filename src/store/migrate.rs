@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0001_initial.sql"),
     include_str!("../../schema/0002_written_pycs.sql"),
     include_str!("../../schema/0003_sources.sql"),
+    include_str!("../../schema/0004_import_sequences.sql"),
 ];
 
 /// The schema version this binary writes.

@@ -846,3 +846,44 @@ fn ctrl_c_reaches_the_program_as_it_reaches_python() {
         std::slice::from_ref(python),
     );
 }
+
+#[test]
+fn code_prepared_ahead_is_not_served_for_a_file_edited_since() {
+    let python = pythons().last().expect("a Python");
+    let exec = Exec::new(python);
+    exec.write("first.py", "VALUE = 'first'\n");
+    exec.write("second.py", "VALUE = 'old'\n");
+    exec.write(
+        "main.py",
+        "import sys, first\nprint('ready', flush=True)\nsys.stdin.readline()\nimport second\nprint(second.VALUE)\n",
+    );
+    // Two runs: the store holds the code and the order of imports.
+    for _ in 0..2 {
+        let mut command = exec.exec(&["main.py"]);
+        command.stdin(std::process::Stdio::null());
+        let output = exec.run_exec(&mut command);
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "ready\nold\n");
+    }
+    let mut child = exec
+        .exec(&["main.py"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // By now `second` is prepared; the edit keeps the size.
+    std::thread::sleep(Duration::from_millis(200));
+    exec.write("second.py", "VALUE = 'new'\n");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"go\n").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest, "new\n");
+    assert!(child.wait().unwrap().success());
+    covered(
+        "exec::code_prepared_ahead_is_not_served_for_a_file_edited_since",
+        std::slice::from_ref(python),
+    );
+}
