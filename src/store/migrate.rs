@@ -25,6 +25,12 @@ pub fn current_version() -> i64 {
 
 /// Applies every migration `conn` has not had yet.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    // Up to date, as almost always: no write lock (every `rcache exec`
+    // connection opens the store).
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version == current_version() {
+        return Ok(());
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let applied: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     let start = usize::try_from(applied).unwrap_or(usize::MAX);
