@@ -23,16 +23,18 @@ _MISS = object()
 
 
 class _Client:
-    """One connection per process; forked children open their own."""
+    """One connection per process, opened on first use; forked children
+    open their own."""
 
     def __init__(self, path, os, sys, marshal, _thread):
         self.path = path
         self.os = os
         self.sys = sys
         self.marshal = marshal
+        self.allocate_lock = _thread.allocate_lock
         self.lock = _thread.allocate_lock()
+        self.pid = os.getpid()
         self.sock = None
-        self.pid = None
         self.enabled = True
         self.hello = (
             _HELLO
@@ -48,9 +50,17 @@ class _Client:
             return None
         encoded = self.os.fsencode(path)
         request = bytes([self.level]) + len(encoded).to_bytes(4, "little") + encoded
+        pid = self.os.getpid()
+        if pid != self.pid:
+            # A forked child: the parent's connection is the parent's, and
+            # another thread may have held the lock at the fork.
+            # (os.register_at_fork would do, but crashes 3.8 at exit.)
+            self.pid = pid
+            self.lock = self.allocate_lock()
+            self.sock = None
         with self.lock:
             try:
-                if self.pid != self.os.getpid():
+                if self.sock is None:
                     self.connect()
                     if not self.enabled:
                         return None
@@ -90,7 +100,6 @@ class _Client:
             message = b"".join(chunks)[4:].decode("utf-8", "replace")
             raise ValueError(message or "a bad greeting from the server")
         self.sock = sock
-        self.pid = self.os.getpid()
 
     def receive(self):
         sock = self.sock
