@@ -887,3 +887,32 @@ fn code_prepared_ahead_is_not_served_for_a_file_edited_since() {
         std::slice::from_ref(python),
     );
 }
+
+#[test]
+fn a_runtime_dir_others_can_write_is_refused_and_python_runs_unserved() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let python = pythons().last().expect("a Python");
+    let exec = Exec::new(python);
+    exec.write("main.py", "print('ran')\n");
+    let shared = exec.runtime.join("rcache");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let output = exec
+        .exec(&["main.py"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "ran\n");
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("open to other users"), "{stderr}");
+    assert!(
+        std::fs::read_dir(&shared).unwrap().next().is_none(),
+        "nothing was put in it"
+    );
+    covered(
+        "exec::a_runtime_dir_others_can_write_is_refused_and_python_runs_unserved",
+        std::slice::from_ref(python),
+    );
+}
