@@ -658,17 +658,7 @@ fn when_the_server_dies_imports_fall_back_with_one_warning() {
         "main.py",
         "import sys, first\nprint('ready', flush=True)\nsys.stdin.readline()\nimport second, third\nprint(first.VALUE, second.VALUE, third.VALUE)\n",
     );
-    let mut child = exec
-        .exec(&["main.py"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    assert_eq!(line, "ready\n");
+    let paused = Paused::start(&mut exec.exec(&["main.py"]));
     let servers = rcache_processes_with(&exec.env.store);
     assert_eq!(servers.len(), 1, "one server: {servers:?}");
     let killed = Command::new("kill")
@@ -676,10 +666,7 @@ fn when_the_server_dies_imports_fall_back_with_one_warning() {
         .status()
         .unwrap();
     assert!(killed.success());
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"go\n").unwrap();
-    let output = child.wait_with_output().unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let (rest, output) = paused.resume();
     assert_eq!(rest, "first second third\n");
     assert!(output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -689,6 +676,43 @@ fn when_the_server_dies_imports_fall_back_with_one_warning() {
         "exec::when_the_server_dies_imports_fall_back_with_one_warning",
         std::slice::from_ref(python),
     );
+}
+
+/// A program started with piped stdio that has printed `ready` and waits
+/// (for a line on stdin, or a signal).
+struct Paused {
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Paused {
+    fn start(command: &mut Command) -> Self {
+        let mut child = command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        assert_eq!(line, "ready\n");
+        Self { child, stdout }
+    }
+
+    /// Sends the line the program waits for; see [`Paused::finish`].
+    fn resume(mut self) -> (String, Output) {
+        std::io::Write::write_all(self.child.stdin.as_mut().unwrap(), b"go\n").unwrap();
+        self.finish()
+    }
+
+    /// The rest of stdout, and how the program ended.
+    fn finish(mut self) -> (String, Output) {
+        let output = self.child.wait_with_output().unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.stdout, &mut rest).unwrap();
+        (rest, output)
+    }
 }
 
 /// (key, compressed data) of every stored entry.
@@ -816,24 +840,14 @@ fn ctrl_c_reaches_the_program_as_it_reaches_python() {
     );
     let mut results = Vec::new();
     for mut command in [exec.python(&["main.py"]), exec.exec(&["main.py"])] {
-        let mut child = command
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-        assert_eq!(line, "ready\n");
+        let paused = Paused::start(&mut command);
         // The pid rcache was started with is the program's.
         let status = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
+            .args(["-INT", &paused.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        let output = child.wait_with_output().unwrap();
-        let mut rest = String::new();
-        std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+        let (rest, output) = paused.finish();
         // Where the signal lands (in print or in sleep) is up to timing.
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.ends_with("\nKeyboardInterrupt\n"), "{stderr}");
@@ -864,24 +878,13 @@ fn code_prepared_ahead_is_not_served_for_a_file_edited_since() {
         let output = exec.run_exec(&mut command);
         assert_eq!(String::from_utf8_lossy(&output.stdout), "ready\nold\n");
     }
-    let mut child = exec
-        .exec(&["main.py"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    assert_eq!(line, "ready\n");
+    let paused = Paused::start(&mut exec.exec(&["main.py"]));
     // By now `second` is prepared; the edit keeps the size.
     std::thread::sleep(Duration::from_millis(200));
     exec.write("second.py", "VALUE = 'new'\n");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"go\n").unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let (rest, output) = paused.resume();
     assert_eq!(rest, "new\n");
-    assert!(child.wait().unwrap().success());
+    assert!(output.status.success());
     covered(
         "exec::code_prepared_ahead_is_not_served_for_a_file_edited_since",
         std::slice::from_ref(python),

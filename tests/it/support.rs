@@ -354,24 +354,14 @@ pub fn pypi_packages(python: &Python) -> PathBuf {
         python.full_version,
         pins.join("-")
     ));
-    let done = dir.join(".rcache-tests-complete");
-    if done.exists() {
-        return dir;
-    }
-    let _ = std::fs::remove_dir_all(&dir); // an install that was interrupted
-    let status = Command::new(&python.path)
-        .env("PIP_ROOT_USER_ACTION", "ignore")
-        .args(["-m", "pip", "install", "-q", "--no-compile", "--target"])
-        .arg(&dir)
-        .args(pins)
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "pip install {pins:?} for {}",
-        python.label()
-    );
-    std::fs::write(&done, pins.join("\n")).unwrap();
+    made_once(&dir, pins, || {
+        pip_install(
+            &python.path,
+            &["--target".as_ref(), dir.as_os_str()],
+            pins,
+            python,
+        );
+    });
     dir
 }
 
@@ -380,21 +370,37 @@ pub fn pypi_packages(python: &Python) -> PathBuf {
 pub fn pypi_venv(python: &Python, pins: &[&str]) -> PathBuf {
     let dir = test_cache().join(format!("venv-{}-{}", python.full_version, pins.join("-")));
     let venv_python = dir.join("bin").join("python");
+    made_once(&dir, pins, || {
+        let status = Command::new(&python.path)
+            .args(["-m", "venv"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "python -m venv for {}", python.label());
+        pip_install(&venv_python, &[], pins, python);
+    });
+    venv_python
+}
+
+/// Runs `make` to fill `dir` unless an earlier run completed it (a marker
+/// file says so); an interrupted attempt is removed first.
+fn made_once(dir: &Path, pins: &[&str], make: impl FnOnce()) {
     let done = dir.join(".rcache-tests-complete");
     if done.exists() {
-        return venv_python;
+        return;
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    let status = Command::new(&python.path)
-        .args(["-m", "venv"])
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(status.success(), "python -m venv for {}", python.label());
-    let status = Command::new(&venv_python)
+    let _ = std::fs::remove_dir_all(dir);
+    make();
+    std::fs::write(&done, pins.join("\n")).unwrap();
+}
+
+/// `pip install -q --no-compile ARGS PINS` with `pip_python`, for `python`.
+fn pip_install(pip_python: &Path, args: &[&std::ffi::OsStr], pins: &[&str], python: &Python) {
+    let status = Command::new(pip_python)
         .env("PIP_ROOT_USER_ACTION", "ignore")
         .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
         .args(["-m", "pip", "install", "-q", "--no-compile"])
+        .args(args)
         .args(pins)
         .status()
         .unwrap();
@@ -403,8 +409,6 @@ pub fn pypi_venv(python: &Python, pins: &[&str]) -> PathBuf {
         "pip install {pins:?} for {}",
         python.label()
     );
-    std::fs::write(&done, pins.join("\n")).unwrap();
-    venv_python
 }
 
 /// Where tests keep what they download: `~/.cache/rcache-tests`.
