@@ -14,7 +14,7 @@ use crate::sweep::{Sweep, Sweeper};
 
 pub fn clean(global: &GlobalConfig, config: &CleanConfig) -> anyhow::Result<ExitStatus> {
     let start = std::time::Instant::now();
-    let mut store = super::open_store(global)?;
+    let mut store = super::open_store(global, super::StoreUse::Read)?;
     let (interpreter, _) = super::select_interpreter(global, &mut store)?;
     let tag = &interpreter.profile.cache_tag;
     let found = scan::scan(&config.paths, &global.cwd, &config.scan);

@@ -5,18 +5,24 @@ use std::ffi::OsString;
 
 use anyhow::bail;
 
-use crate::config::GlobalConfig;
+use crate::config::{GlobalConfig, Verbosity};
 use crate::exec::{self, Target};
 use crate::exit::ExitStatus;
 use crate::interpreter;
 
 /// Becomes the interpreter; returns only when it cannot be started.
+#[expect(clippy::print_stderr, reason = "the one warning before Python runs")]
 pub fn exec(global: &GlobalConfig, args: &[OsString]) -> anyhow::Result<ExitStatus> {
     if global.levels != [0] {
         bail!("`rcache exec` runs at Python's own optimization level: put `-O` after `exec`");
     }
     let candidate = interpreter::discover(global.python.as_deref(), &global.cwd)?;
-    let target = super::open_store(global).and_then(|mut store| {
+    let target = super::open_store(global, super::StoreUse::Read).and_then(|mut store| {
+        if let Some(why) = store.read_only() {
+            if global.verbosity != Verbosity::Quiet {
+                eprintln!("rcache: {}", super::read_only_warning(&store, why));
+            }
+        }
         let (interpreter, profile_id) = super::select_interpreter(global, &mut store)?;
         Ok(Target {
             interpreter,

@@ -14,13 +14,41 @@ pub use warm::warm;
 
 use anyhow::Context;
 
-use crate::config::GlobalConfig;
+use crate::config::{GlobalConfig, Verbosity};
 use crate::interpreter::{self, FileIdentity, Interpreter};
 use crate::store::Store;
 
+/// What a command does with the store, which decides what a read-only
+/// store means for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreUse {
+    /// Only reads it (`stats`): a read-only store is all it needs.
+    Read,
+    /// Reads hits and stores what it compiled (`warm`, `materialize`):
+    /// a read-only store still serves hits; say once that nothing is stored.
+    Cache,
+}
+
 /// Opens the store the configuration names.
-fn open_store(global: &GlobalConfig) -> anyhow::Result<Store> {
-    Ok(Store::open(&global.store)?)
+fn open_store(global: &GlobalConfig, purpose: StoreUse) -> anyhow::Result<Store> {
+    let store = Store::open(&global.store)?;
+    if let Some(why) = store.read_only() {
+        if purpose == StoreUse::Cache && global.verbosity != Verbosity::Quiet {
+            #[expect(clippy::print_stderr, reason = "a warning, once per run")]
+            {
+                eprintln!("{}", read_only_warning(&store, why));
+            }
+        }
+    }
+    Ok(store)
+}
+
+/// What a run says, once, when it cannot store what it compiles.
+fn read_only_warning(store: &Store, why: &str) -> String {
+    format!(
+        "warning: the store `{}` is read-only ({why}); using what it holds, storing nothing",
+        store.path().display()
+    )
 }
 
 /// Finds the interpreter and its profile, probing it only when the store

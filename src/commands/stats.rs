@@ -6,7 +6,7 @@ use crate::config::GlobalConfig;
 use crate::exit::ExitStatus;
 
 pub fn stats(global: &GlobalConfig) -> anyhow::Result<ExitStatus> {
-    let store = super::open_store(global)?;
+    let store = super::open_store(global, super::StoreUse::Read)?;
     let stats = store.stats()?;
     let mut stdout = std::io::stdout().lock();
     if global.json {

@@ -36,7 +36,7 @@ pub(super) struct Filled {
 /// Walks, reads, keys and compiles the misses into the store: `warm`, and
 /// the first half of `materialize`.
 pub(super) fn fill_store(global: &GlobalConfig, config: &WalkConfig) -> anyhow::Result<Filled> {
-    let mut store = super::open_store(global)?;
+    let mut store = super::open_store(global, super::StoreUse::Cache)?;
     let (interpreter, profile_id) = super::select_interpreter(global, &mut store)?;
     tracing::debug!(
         "compiling for CPython {} at `{}`",

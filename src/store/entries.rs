@@ -42,6 +42,15 @@ pub struct Blob {
 }
 
 impl Blob {
+    /// The blob `entry` would be stored as.
+    pub(super) fn of(entry: &NewEntry) -> Self {
+        Self {
+            data: entry.data.clone(),
+            raw_size: entry.raw_size as i64,
+            checksum: entry.checksum.to_vec(),
+        }
+    }
+
     /// Decompresses and checks the blob against its checksum.
     pub fn decode(&self) -> StoredCode {
         let mut code = Vec::new();
@@ -176,13 +185,19 @@ impl Store {
             .map_err(|source| self.sqlite_error(source))?;
         Ok(match failure {
             Some((failure, last_used)) => (Lookup::Failed(failure), last_used < stale_before),
-            None => (Lookup::Miss, false),
+            None => match &self.read_only {
+                Some(read_only) => (read_only.lookup(key), false),
+                None => (Lookup::Miss, false),
+            },
         })
     }
 
     /// The stored blob for `key`, still compressed, so that callers can
     /// decode it on other threads ([`Blob::decode`]).
     pub fn read_blob(&self, key: &Key) -> Result<Option<Blob>, Error> {
+        if let Some(blob) = self.read_only.as_ref().and_then(|kept| kept.blob(key)) {
+            return Ok(Some(blob));
+        }
         self.conn
             .prepare_cached("SELECT data, raw_size, checksum FROM entries WHERE key = ?1")
             .and_then(|mut statement| {
@@ -202,6 +217,11 @@ impl Store {
     /// Removes the entries of `keys` (found corrupt), so they are compiled
     /// again.
     pub fn remove_entries(&mut self, keys: &[Key]) -> Result<(), Error> {
+        if let Some(read_only) = &mut self.read_only {
+            for key in keys {
+                read_only.remove(key);
+            }
+        }
         self.write_transaction(|tx| {
             let mut delete = tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?;
             for key in keys {
@@ -214,6 +234,10 @@ impl Store {
     /// Stores a batch of results in one short write transaction.
     pub fn write(&mut self, entries: &[NewEntry], failures: &[NewFailure]) -> Result<(), Error> {
         if entries.is_empty() && failures.is_empty() {
+            return Ok(());
+        }
+        if let Some(read_only) = &mut self.read_only {
+            read_only.keep(entries, failures);
             return Ok(());
         }
         let now = unix_now();

@@ -14,6 +14,15 @@
 //! counts its migrations (`migrate.rs`). A file that is not an rcache store,
 //! or a store from a newer rcache, is refused before anything is written.
 //!
+//! ## Read-only stores
+//! A store this process cannot write (a read-only mount, a root-owned store
+//! baked into an image) still serves what it holds: it is opened
+//! `immutable`, the way SQLite reads a WAL database without creating its
+//! `-wal` and `-shm` files, as a snapshot of the main file that nobody is
+//! expected to change meanwhile. Every write is then skipped, and what a
+//! run compiles is kept in memory instead (`read_only.rs`): runs go on as
+//! if they had stored, and the command says so once.
+//!
 //! ## Durability
 //! `synchronous=NORMAL` in WAL mode never corrupts the store on a crash; at
 //! worst the last transactions are lost, and they are only a cache. At the
@@ -23,21 +32,23 @@
 //! without an exclusive full VACUUM.
 
 mod entries;
+mod guard;
 mod migrate;
 mod profiles;
+mod read_only;
 mod sequences;
 mod sources;
 mod stats;
 mod written;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use std::io::Read as _;
-
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 
 pub use entries::{Blob, Lookup, NewEntry, NewFailure, StoredCode, StoredFailure};
+pub use guard::current_uid;
 pub use sequences::ImportSequence;
 pub use sources::KnownSource;
 pub use stats::{ProfileStats, Stats};
@@ -75,13 +86,22 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error(
-        "refusing the store: its {what} `{}` {problem}; bytecode from it would be executed (fix with `chmod go-w`)",
+        "refusing the store: its {what} `{}` {problem}; bytecode from it would be executed",
         path.display()
     )]
     NotPrivate {
         path: PathBuf,
         what: &'static str,
         problem: String,
+    },
+    #[error(
+        "`{}` is read-only and at schema {found}; this rcache needs {needed} and cannot upgrade it",
+        path.display()
+    )]
+    ReadOnlyOutdated {
+        path: PathBuf,
+        found: i64,
+        needed: i64,
     },
     #[error("cannot read `{}`", path.display())]
     Read {
@@ -95,6 +115,11 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    #[error(
+        "the disk holding the store `{}` is full: the store is intact, but this run's results could not be stored (free some space, or shrink the store with `rcache gc --max-size SIZE`)",
+        path.display()
+    )]
+    DiskFull { path: PathBuf },
     #[error("store `{}`", path.display())]
     Sqlite {
         path: PathBuf,
@@ -109,6 +134,9 @@ pub struct Store {
     path: PathBuf,
     /// This connection committed compiled code or failures.
     stored_code: bool,
+    /// Why this process cannot write the store, when it cannot, and what
+    /// it was given to store meanwhile.
+    read_only: Option<read_only::ReadOnly>,
 }
 
 impl Store {
@@ -121,10 +149,7 @@ impl Store {
     /// Opens the store at `path`, creating it (and its directory, private to
     /// the user) if needed, and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let dir = path
-            .parent()
-            .filter(|dir| !dir.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = parent_dir(path);
         create_private_dir(dir).map_err(|source| Error::CreateDir {
             path: dir.to_owned(),
             source,
@@ -132,21 +157,51 @@ impl Store {
         if !path.exists() {
             create_store(dir, path)?;
         }
-        check_header(path)?;
-        check_private(path)?;
+        guard::check_header(path)?;
+        guard::check_private(path)?;
+        let read_only = guard::read_only_reason(path);
         let open_error = |source| Error::Open {
             path: path.to_owned(),
             source,
         };
-        let mut conn = Connection::open(path).map_err(open_error)?;
+        let mut conn = match read_only {
+            None => Connection::open(path),
+            Some(_) => Connection::open_with_flags(
+                immutable_uri(path),
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_URI
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            ),
+        }
+        .map_err(open_error)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
-        check_schema(path, &conn)?;
-        configure(&mut conn).map_err(|source| classify(path, source))?;
+        let version = guard::check_schema(path, &conn)?;
+        if read_only.is_some() {
+            if version != migrate::current_version() {
+                return Err(Error::ReadOnlyOutdated {
+                    path: path.to_owned(),
+                    found: version,
+                    needed: migrate::current_version(),
+                });
+            }
+            configure_reads(&conn).map_err(|source| classify(path, source))?;
+        } else {
+            configure(&mut conn).map_err(|source| classify(path, source))?;
+        }
         Ok(Self {
             conn,
             path: path.to_owned(),
             stored_code: false,
+            read_only: read_only.map(read_only::ReadOnly::new),
         })
+    }
+
+    /// Why this process cannot write the store, if it cannot: then nothing
+    /// is ever written (see "Read-only stores").
+    pub fn read_only(&self) -> Option<&str> {
+        self.read_only
+            .as_ref()
+            .map(|read_only| read_only.reason.as_str())
     }
 
     /// Where this store lives.
@@ -161,8 +216,10 @@ impl Store {
     /// of the main file alone. Best effort: another process reading at this
     /// moment just leaves some for the next run.
     pub fn checkpoint(&self) {
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
+        if self.read_only.is_some() {
+            return;
+        }
+        let wal = guard::with_suffix(&self.path, "-wal");
         let wal_bytes = std::fs::metadata(wal).map_or(0, |metadata| metadata.len());
         if !self.stored_code && wal_bytes < WAL_CHECKPOINT_BYTES {
             return;
@@ -189,11 +246,15 @@ impl Store {
     }
 
     /// Runs `work` in one short `BEGIN IMMEDIATE` transaction (see
-    /// "Locking") and commits it.
-    fn write_transaction<T>(
+    /// "Locking") and commits it; in a read-only store, skips it and
+    /// returns `T::default()`.
+    fn write_transaction<T: Default>(
         &mut self,
         work: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, Error> {
+        if self.read_only.is_some() {
+            return Ok(T::default());
+        }
         let result = (|| {
             let tx = self
                 .conn
@@ -206,6 +267,11 @@ impl Store {
     }
 
     fn sqlite_error(&self, source: rusqlite::Error) -> Error {
+        if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            return Error::DiskFull {
+                path: self.path.clone(),
+            };
+        }
         Error::Sqlite {
             path: self.path.clone(),
             source,
@@ -216,6 +282,7 @@ impl Store {
 /// How much of the store SQLite maps into memory.
 const MMAP_SIZE: i64 = 1 << 30;
 
+/// Sets up a writable connection and brings the schema up to date.
 fn configure(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "foreign_keys", true)?;
     let pages: i64 = conn.query_row("PRAGMA page_count", [], |row| row.get(0))?;
@@ -225,121 +292,37 @@ fn configure(conn: &mut Connection) -> rusqlite::Result<()> {
     }
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    // Reads through a mapping instead of a pread per page: a blob of tens
-    // of KiB spans a dozen overflow pages. Address space only.
-    conn.pragma_update(None, "mmap_size", MMAP_SIZE)?;
+    configure_reads(conn)?;
     migrate::migrate(conn)
 }
 
-/// Refuses a file that is not an rcache store, or is from a newer rcache,
-/// from its 100-byte SQLite header alone, before SQLite opens it (which
-/// could create `-wal` and `-shm` files beside it).
-fn check_header(path: &Path) -> Result<(), Error> {
-    let mut header = Vec::with_capacity(100);
-    let read = std::fs::File::open(path).and_then(|file| file.take(100).read_to_end(&mut header));
-    if let Err(source) = read {
-        return Err(Error::Read {
-            path: path.to_owned(),
-            source,
-        });
-    }
-    if header.is_empty() {
-        return Ok(()); // an empty file is an empty database: made a store below
-    }
-    if header.len() < 100 || !header.starts_with(b"SQLite format 3\0") {
-        return Err(Error::NotAStore {
-            path: path.to_owned(),
-        });
-    }
-    let field = |at: usize| i32::from_be_bytes(header[at..at + 4].try_into().expect("4 bytes"));
-    let (user_version, application_id) = (field(60), field(68));
-    if application_id != 0 && application_id != migrate::APPLICATION_ID {
-        return Err(Error::NotAStore {
-            path: path.to_owned(),
-        });
-    }
-    check_version(path, i64::from(user_version))
+/// What every connection sets, read-only ones included.
+fn configure_reads(conn: &Connection) -> rusqlite::Result<()> {
+    // Reads through a mapping instead of a pread per page: a blob of tens
+    // of KiB spans a dozen overflow pages. Address space only.
+    conn.pragma_update(None, "mmap_size", MMAP_SIZE)
 }
 
-/// The same check through SQL, which also sees a header still in the WAL
-/// and a foreign database that sets no application id; run before the
-/// connection changes anything.
-fn check_schema(path: &Path, conn: &Connection) -> Result<(), Error> {
-    let read = |sql: &str| -> Result<i64, Error> {
-        conn.query_row(sql, [], |row| row.get(0))
-            .map_err(|source| classify(path, source))
-    };
-    let application_id = read("PRAGMA application_id")?;
-    let version = read("PRAGMA user_version")?;
-    let objects = read("SELECT count(*) FROM sqlite_master")?;
-    let blank = application_id == 0 && version == 0 && objects == 0;
-    if application_id != i64::from(migrate::APPLICATION_ID) && !blank {
-        return Err(Error::NotAStore {
-            path: path.to_owned(),
-        });
-    }
-    check_version(path, version)
-}
-
-fn check_version(path: &Path, version: i64) -> Result<(), Error> {
-    if version > migrate::current_version() {
-        return Err(Error::TooNew {
-            path: path.to_owned(),
-            found: version,
-            known: migrate::current_version(),
-        });
-    }
-    Ok(())
-}
-
-/// Bytecode from the store will be executed, so, as ssh does for its files,
-/// the store and its directory must belong to the user (or root) and be
-/// writable by nobody else: anyone who can write there can plant code.
-#[cfg(unix)]
-fn check_private(path: &Path) -> Result<(), Error> {
-    use std::os::unix::fs::MetadataExt;
-    let me = current_uid();
-    let dir = path
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    for (what, checked) in [("directory", dir), ("file", path)] {
-        let metadata = std::fs::metadata(checked).map_err(|source| Error::Read {
-            path: checked.to_owned(),
-            source,
-        })?;
-        let problem = if metadata.uid() != me && metadata.uid() != 0 {
-            Some(format!("is owned by another user (uid {})", metadata.uid()))
-        } else if metadata.mode() & 0o022 != 0 {
-            Some(format!(
-                "is writable by others (mode {:o})",
-                metadata.mode() & 0o7777
-            ))
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
-            return Err(Error::NotPrivate {
-                path: checked.to_owned(),
-                what,
-                problem,
-            });
+/// The SQLite URI that opens `path` as an immutable database: nothing is
+/// locked or created beside it. `%`, `?` and `#` are escaped; other bytes
+/// of the path go through as they are.
+fn immutable_uri(path: &Path) -> OsString {
+    let mut uri = Vec::from(*b"file:");
+    for &byte in path.as_os_str().as_encoded_bytes() {
+        match byte {
+            b'%' | b'?' | b'#' => uri.extend(format!("%{byte:02X}").bytes()),
+            _ => uri.push(byte),
         }
     }
-    Ok(())
+    uri.extend(b"?immutable=1");
+    std::os::unix::ffi::OsStringExt::from_vec(uri)
 }
 
-#[cfg(not(unix))]
-fn check_private(_path: &Path) -> Result<(), Error> {
-    Ok(())
-}
-
-/// This process's effective uid.
-#[cfg(unix)]
-#[allow(unsafe_code)]
-pub fn current_uid() -> u32 {
-    // SAFETY: geteuid(2) cannot fail and has no preconditions.
-    unsafe { libc::geteuid() }
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// SQLite reports a foreign file as `NotADatabase`: say so plainly.

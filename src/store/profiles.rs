@@ -7,6 +7,10 @@ use rusqlite::{OptionalExtension, params};
 use super::{Error, Store, unix_now};
 use crate::interpreter::{FileIdentity, Profile, SourceHash};
 
+/// The profile id a read-only store gives a profile it does not hold
+/// (SQLite numbers rows from 1).
+pub const UNSTORED_PROFILE: i64 = 0;
+
 impl Store {
     /// The profile recorded for `executable`, if the file is unchanged since
     /// it was probed.
@@ -73,8 +77,8 @@ impl Store {
         profile: &Profile,
     ) -> Result<i64, Error> {
         let id = self.profile_id(profile)?;
-        self.conn
-            .execute(
+        self.write_transaction(|tx| {
+            tx.execute(
                 "INSERT OR REPLACE INTO interpreters
                  (path, device, inode, size, mtime_ns, ctime_ns, profile_id, probed_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -89,32 +93,39 @@ impl Store {
                     unix_now(),
                 ],
             )
-            .map_err(|source| self.sqlite_error(source))?;
+        })?;
         Ok(id)
     }
 
-    /// The id of `profile`, inserting it if it is new.
+    /// The id of `profile`, inserting it if it is new. A read-only store
+    /// that lacks it answers [`UNSTORED_PROFILE`]: nothing is ever stored
+    /// under it, and no key of it can be found.
     pub fn profile_id(&mut self, profile: &Profile) -> Result<i64, Error> {
+        const SELECT: &str = "SELECT id FROM profiles WHERE implementation = ?1 AND version = ?2
+                              AND cache_tag = ?3 AND magic = ?4 AND source_hash = ?5";
+        let columns = params![
+            profile.implementation,
+            profile.version,
+            profile.cache_tag,
+            profile.magic.as_slice(),
+            profile.source_hash.as_str(),
+        ];
+        if self.read_only().is_some() {
+            return self
+                .conn
+                .query_row(SELECT, columns, |row| row.get(0))
+                .optional()
+                .map(|id| id.unwrap_or(UNSTORED_PROFILE))
+                .map_err(|source| self.sqlite_error(source));
+        }
         self.write_transaction(|tx| {
-            let columns = params![
-                profile.implementation,
-                profile.version,
-                profile.cache_tag,
-                profile.magic.as_slice(),
-                profile.source_hash.as_str(),
-            ];
             tx.execute(
                 "INSERT OR IGNORE INTO profiles
                  (implementation, version, cache_tag, magic, source_hash)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 columns,
             )?;
-            tx.query_row(
-                "SELECT id FROM profiles WHERE implementation = ?1 AND version = ?2
-                 AND cache_tag = ?3 AND magic = ?4 AND source_hash = ?5",
-                columns,
-                |row| row.get(0),
-            )
+            tx.query_row(SELECT, columns, |row| row.get(0))
         })
     }
 }

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod access;
 mod errors;
 mod exec;
 mod materialize;
