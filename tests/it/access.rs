@@ -42,6 +42,10 @@ fn snapshot(store: &Path) -> (Vec<PathBuf>, Vec<u8>) {
     (listing, std::fs::read(store).unwrap())
 }
 
+/// Puts a store (dir, file, `-wal`) in the state one case needs, for a
+/// user other than the one running the test.
+type Setup = fn(&Path, &Path, &Path, u32);
+
 fn the_python_for_nobody() -> Option<Python> {
     let python = system_python();
     if python.is_none() {
@@ -69,7 +73,6 @@ fn stores_others_could_have_written_are_refused() {
     let dir = env.store.parent().unwrap();
     let wal = PathBuf::from(format!("{}-wal", env.store.display()));
     let other_user = 4242;
-    type Setup = fn(&Path, &Path, &Path, u32);
     let cases: [(&str, &str, Setup); 4] = [
         (
             "owned by another user (uid 4242)",
