@@ -60,6 +60,18 @@ pub struct GlobalArgs {
     /// Print compile warnings too; twice for debug logs
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Size the store is kept under: least recently used code is evicted
+    /// when a run leaves it bigger (`500M`, `2GiB`; `rcache gc` evicts down
+    /// to it)
+    #[arg(
+        long,
+        global = true,
+        env = env_vars::RCACHE_MAX_SIZE,
+        value_name = "SIZE",
+        default_value = "2GiB",
+        value_parser = parse_size
+    )]
+    pub max_size: u64,
     /// Compile workers [default: the number of CPUs]
     #[arg(short = 'j', long = "jobs", global = true, value_name = "N")]
     pub jobs: Option<NonZeroUsize>,
@@ -84,6 +96,9 @@ pub enum Command {
     Clean(CleanArgs),
     /// Show what the store holds
     Stats,
+    /// Evict least recently used code down to `--max-size`, forget records
+    /// of files that are gone, and give the space back
+    Gc(GcArgs),
     /// Run `python ARGS...` with every import served from the store
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Exec(ExecArgs),
@@ -145,6 +160,28 @@ pub struct CleanArgs {
     pub dry_run: bool,
 }
 
+/// Arguments of `rcache gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Also evict code not used for this long (`30d`, `12h`, `2w`)
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_age: Option<std::time::Duration>,
+    /// Also forget interpreters that are gone (or changed since they were
+    /// probed), and the code of profiles no remaining interpreter has
+    #[arg(long)]
+    pub forget_missing_pythons: bool,
+    /// Say what would be removed, remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// A size such as `500M` (SI units) or `2GiB` (binary units), in bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+}
+
 /// Arguments of `rcache exec`: all of them go to Python, verbatim.
 #[derive(Debug, Args)]
 pub struct ExecArgs {
@@ -172,6 +209,30 @@ mod tests {
         assert_eq!(before.global.optimize, vec![2]);
         assert_eq!(after.global.optimize, vec![2]);
         assert!(Cli::try_parse_from(["rcache", "-O", "3", "warm"]).is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        let cli = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        assert_eq!(cli(&["rcache", "stats"]).unwrap().global.max_size, 2 << 30);
+        let gc = cli(&["rcache", "gc", "--max-size", "500M", "--max-age", "30d"]).unwrap();
+        assert_eq!(gc.global.max_size, 500_000_000);
+        let Command::Gc(args) = gc.command else {
+            panic!("not gc")
+        };
+        assert_eq!(
+            args.max_age,
+            Some(std::time::Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(
+            cli(&["rcache", "--max-size", "1.5GiB", "stats"])
+                .unwrap()
+                .global
+                .max_size,
+            3 << 29
+        );
+        assert!(cli(&["rcache", "gc", "--max-size", "lots"]).is_err());
+        assert!(cli(&["rcache", "gc", "--max-age", "30"]).is_err());
     }
 
     #[test]

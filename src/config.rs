@@ -27,6 +27,8 @@ pub struct GlobalConfig {
     pub json: bool,
     pub verbosity: Verbosity,
     pub jobs: usize,
+    /// Size the store is kept under, in bytes.
+    pub max_size: u64,
     /// Optimization levels, sorted, without duplicates.
     pub levels: Vec<u8>,
     pub cwd: PathBuf,
@@ -64,6 +66,7 @@ impl GlobalConfig {
             json: args.json,
             verbosity,
             jobs,
+            max_size: args.max_size,
             levels,
             cwd,
         })

@@ -4,6 +4,8 @@
 pub const RCACHE_STORE: &str = "RCACHE_STORE";
 /// Interpreter to compile for (same as `--python`).
 pub const RCACHE_PYTHON: &str = "RCACHE_PYTHON";
+/// Size the store is kept under (same as `--max-size`).
+pub const RCACHE_MAX_SIZE: &str = "RCACHE_MAX_SIZE";
 /// Per-file compile timeout in seconds; `0` disables it (same as `--timeout`).
 pub const RCACHE_TIMEOUT: &str = "RCACHE_TIMEOUT";
 /// Log filter for `tracing`, e.g. `rcache=debug`.

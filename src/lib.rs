@@ -74,6 +74,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitStatus> {
             commands::materialize(&global, &MaterializeConfig::from_args(args, &global)?)
         }
         Command::Stats => commands::stats(&global),
+        Command::Gc(args) => commands::gc(&global, args),
         Command::Exec(args) => commands::exec(&global, &args.args),
     }
 }

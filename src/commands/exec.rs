@@ -28,6 +28,7 @@ pub fn exec(global: &GlobalConfig, args: &[OsString]) -> anyhow::Result<ExitStat
             interpreter,
             profile_id,
             store,
+            max_size: global.max_size,
         })
     });
     Err(exec::run(target, &candidate.path, args))

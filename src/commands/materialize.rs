@@ -43,7 +43,7 @@ pub fn materialize(
         start.elapsed()
     );
     filled.store.record_written(&written.records)?;
-    filled.store.checkpoint();
+    filled.store.end_run(global.max_size);
     tracing::debug!("recorded by {:.1?}", start.elapsed());
     let walked = filled.files.iter().map(PathBuf::as_path).collect();
     let sweeper = Sweeper {

@@ -2,12 +2,14 @@
 
 mod clean;
 mod exec;
+mod gc;
 mod materialize;
 mod stats;
 mod warm;
 
 pub use clean::clean;
 pub use exec::exec;
+pub use gc::gc;
 pub use materialize::materialize;
 pub use stats::stats;
 pub use warm::warm;
@@ -27,12 +29,20 @@ enum StoreUse {
     /// Reads hits and stores what it compiled (`warm`, `materialize`):
     /// a read-only store still serves hits; say once that nothing is stored.
     Cache,
+    /// Changes what it holds (`gc`): a read-only store is an error.
+    Modify,
 }
 
 /// Opens the store the configuration names.
 fn open_store(global: &GlobalConfig, purpose: StoreUse) -> anyhow::Result<Store> {
     let store = Store::open(&global.store)?;
     if let Some(why) = store.read_only() {
+        if purpose == StoreUse::Modify {
+            anyhow::bail!(
+                "the store `{}` is read-only ({why}); nothing can be changed in it",
+                store.path().display()
+            );
+        }
         if purpose == StoreUse::Cache && global.verbosity != Verbosity::Quiet {
             #[expect(clippy::print_stderr, reason = "a warning, once per run")]
             {

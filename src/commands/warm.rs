@@ -14,8 +14,8 @@ use crate::scan::{self, Venv};
 use crate::store::Store;
 
 pub fn warm(global: &GlobalConfig, config: &WalkConfig) -> anyhow::Result<ExitStatus> {
-    let filled = fill_store(global, config)?;
-    filled.store.checkpoint();
+    let mut filled = fill_store(global, config)?;
+    filled.store.end_run(global.max_size);
     print(global, &filled.outcome.summary, "Warmed")?;
     Ok(exit_status(&filled.outcome))
 }

@@ -43,6 +43,8 @@ pub struct Target {
     pub interpreter: Interpreter,
     pub profile_id: i64,
     pub store: Store,
+    /// Size the store is kept under (`--max-size`).
+    pub max_size: u64,
 }
 
 /// Becomes `python ARGS...` served by a server left behind; returns only
@@ -101,6 +103,7 @@ fn serve(
         interpreter,
         profile_id,
         store,
+        max_size,
     } = target;
     let store_path = store.path().to_owned();
     // No SQLite connection may cross the fork.
@@ -111,6 +114,7 @@ fn serve(
         interpreter,
         profile_id,
         socket_path: socket_path.clone(),
+        max_size,
     };
     let keep = [listener.as_raw_fd(), pidfd.as_raw_fd()];
     // With RCACHE_LOG set, the server's logs go to a file beside its socket.

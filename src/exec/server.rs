@@ -39,6 +39,8 @@ pub struct Config {
     pub interpreter: Interpreter,
     pub profile_id: i64,
     pub socket_path: PathBuf,
+    /// Size the store is kept under (`--max-size`).
+    pub max_size: u64,
 }
 
 /// State every connection thread shares.
@@ -98,7 +100,7 @@ pub fn serve(listener: UnixListener, pidfd: &OwnedFd, config: Config) -> i32 {
         "served {hits} of {lookups} lookups in {:.1} ms; stored {stored}",
         shared.busy_ns.load(Ordering::Relaxed) as f64 / 1e6
     );
-    let status = match record(&shared.config.store_path, &learnt, hits, lookups - hits) {
+    let status = match record(&shared.config, &learnt, hits, lookups - hits) {
         Ok(()) => 0,
         Err(err) => {
             tracing::warn!("cannot record the run: {err}");
@@ -112,16 +114,16 @@ pub fn serve(listener: UnixListener, pidfd: &OwnedFd, config: Config) -> i32 {
 
 /// What the run learnt: sources hashed, keys used, hit counts.
 fn record(
-    store_path: &std::path::Path,
+    config: &Config,
     learnt: &Learnt,
     hits: u64,
     misses: u64,
 ) -> Result<(), crate::store::Error> {
-    let mut store = Store::open(store_path)?;
+    let mut store = Store::open(&config.store_path)?;
     store.record_sources(&learnt.to_remember)?;
     store.record_import_sequences(&learnt.sequences)?;
     store.finish_run(&learnt.used, &[("hits", hits), ("misses", misses)])?;
-    store.checkpoint();
+    store.end_run(config.max_size);
     Ok(())
 }
 

@@ -32,6 +32,7 @@
 //! without an exclusive full VACUUM.
 
 mod entries;
+mod gc;
 mod guard;
 mod migrate;
 mod profiles;
@@ -48,6 +49,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use entries::{Blob, Lookup, NewEntry, NewFailure, StoredCode, StoredFailure};
+pub use gc::{AUTO_GC_TARGET_TENTHS, Eviction, Forgotten, Limits};
 pub use guard::current_uid;
 pub use sequences::ImportSequence;
 pub use sources::KnownSource;
@@ -209,21 +211,42 @@ impl Store {
         &self.path
     }
 
+    /// Ends a run: keeps the store under `max_size` (`gc.rs`, usually two
+    /// `PRAGMA` reads) and checkpoints. Best effort: a failure to evict is
+    /// logged; what the run stored stays stored.
+    pub fn end_run(&mut self, max_size: u64) {
+        match self.enforce_limit(max_size) {
+            Ok(Some(evicted)) => tracing::info!(
+                "the store outgrew {max_size} bytes: evicted {} entries and {} failures",
+                evicted.entries(),
+                evicted.failures()
+            ),
+            Ok(None) => {}
+            Err(err) => tracing::warn!("cannot keep the store under its size limit: {err:#}"),
+        }
+        self.checkpoint();
+    }
+
     /// Moves everything in the WAL into the main file, if this run stored
     /// code or the WAL has grown past [`WAL_CHECKPOINT_BYTES`]: the fsyncs
     /// of a checkpoint cost a no-op run a third of its time, and what it
     /// writes (counters, records of files) is harmless to lose with a copy
     /// of the main file alone. Best effort: another process reading at this
     /// moment just leaves some for the next run.
-    pub fn checkpoint(&self) {
+    fn checkpoint(&self) {
         if self.read_only.is_some() {
             return;
         }
         let wal = guard::with_suffix(&self.path, "-wal");
         let wal_bytes = std::fs::metadata(wal).map_or(0, |metadata| metadata.len());
-        if !self.stored_code && wal_bytes < WAL_CHECKPOINT_BYTES {
-            return;
+        if self.stored_code || wal_bytes >= WAL_CHECKPOINT_BYTES {
+            self.checkpoint_now();
         }
+    }
+
+    /// Moves everything in the WAL into the main file now, and truncates
+    /// the WAL (best effort, as [`Store::checkpoint`]).
+    fn checkpoint_now(&self) {
         if let Err(err) = self
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))

@@ -9,6 +9,7 @@ mod support;
 mod access;
 mod errors;
 mod exec;
+mod gc;
 mod materialize;
 mod scan;
 mod stdlib;
