@@ -11,8 +11,8 @@ use crate::support::{
     KeyParams, Python, TestEnv, any_python, code, covered, hex, pythons_from, run_json, stderr,
 };
 
-/// `count` modules under `dir` whose code compresses badly (a bytes
-/// literal of noise), `size` bytes of it each, seeded by `seed`.
+/// `count` modules under `dir` whose code compresses badly (noise, as a
+/// hex string of `2 * size` characters), seeded by `seed`.
 fn write_noisy_modules(dir: &Path, count: usize, size: usize, seed: u8) {
     std::fs::create_dir_all(dir).unwrap();
     for index in 0..count {
@@ -23,15 +23,10 @@ fn write_noisy_modules(dir: &Path, count: usize, size: usize, seed: u8) {
             .fill(&mut noise);
         std::fs::write(
             dir.join(format!("m{index}.py")),
-            format!("DATA = {}\n", python_bytes_literal(&noise)),
+            format!("DATA = bytes.fromhex('{}')\n", hex(&noise)),
         )
         .unwrap();
     }
-}
-
-fn python_bytes_literal(bytes: &[u8]) -> String {
-    let escaped: String = bytes.iter().map(|byte| format!("\\x{byte:02x}")).collect();
-    format!("b'{escaped}'")
 }
 
 /// The keys (hex) of every `.py` directly under `dir`, at level 0.
