@@ -99,6 +99,9 @@ pub enum Command {
     /// Evict least recently used code down to `--max-size`, forget records
     /// of files that are gone, and give the space back
     Gc(GcArgs),
+    /// Check the store: SQLite's integrity, every blob's checksum, and that
+    /// each loads in its interpreter; exit 1 when something is wrong
+    Verify(VerifyArgs),
     /// Run `python ARGS...` with every import served from the store
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Exec(ExecArgs),
@@ -173,6 +176,15 @@ pub struct GcArgs {
     /// Say what would be removed, remove nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// Arguments of `rcache verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Remove bad entries (they are compiled again when next needed), and
+    /// rebuild a damaged file from every row that can still be read
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// A size such as `500M` (SI units) or `2GiB` (binary units), in bytes.

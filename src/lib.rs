@@ -75,6 +75,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitStatus> {
         }
         Command::Stats => commands::stats(&global),
         Command::Gc(args) => commands::gc(&global, args),
+        Command::Verify(args) => commands::verify(&global, args),
         Command::Exec(args) => commands::exec(&global, &args.args),
     }
 }

@@ -161,9 +161,9 @@ impl Sweeper<'_> {
     }
 }
 
-/// Whether `name` is a pyc temp file of rcache's old enough to be left
-/// behind by a killed run.
-fn is_stale_temp(name: &[u8], entry: &std::fs::DirEntry) -> bool {
+/// Whether `name` is a temp file of rcache's (a pyc, a store being made or
+/// rebuilt) old enough to be left behind by a killed run.
+pub fn is_stale_temp(name: &[u8], entry: &std::fs::DirEntry) -> bool {
     name.starts_with(b".rcache-")
         && name.ends_with(b".tmp")
         && entry

@@ -5,6 +5,7 @@ mod exec;
 mod gc;
 mod materialize;
 mod stats;
+mod verify;
 mod warm;
 
 pub use clean::clean;
@@ -12,6 +13,7 @@ pub use exec::exec;
 pub use gc::gc;
 pub use materialize::materialize;
 pub use stats::stats;
+pub use verify::verify;
 pub use warm::warm;
 
 use anyhow::Context;
@@ -29,7 +31,8 @@ enum StoreUse {
     /// Reads hits and stores what it compiled (`warm`, `materialize`):
     /// a read-only store still serves hits; say once that nothing is stored.
     Cache,
-    /// Changes what it holds (`gc`): a read-only store is an error.
+    /// Changes what it holds (`gc`, `verify --repair`): a read-only store
+    /// is an error.
     Modify,
 }
 

@@ -7,12 +7,14 @@
 
 mod discover;
 mod probe;
+mod unmarshal;
 
 use std::path::{Path, PathBuf};
 
 pub use crate::identity::FileIdentity;
 pub use discover::{Candidate, discover};
 pub use probe::probe;
+pub use unmarshal::UnmarshalCheck;
 
 use crate::key::KeyContext;
 

@@ -36,9 +36,9 @@ pub enum StoredCode {
 /// A stored blob as read, not yet decompressed or checked.
 #[derive(Debug, Clone)]
 pub struct Blob {
-    data: Vec<u8>,
-    raw_size: i64,
-    checksum: Vec<u8>,
+    pub(super) data: Vec<u8>,
+    pub(super) raw_size: i64,
+    pub(super) checksum: Vec<u8>,
 }
 
 impl Blob {

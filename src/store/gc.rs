@@ -209,31 +209,6 @@ impl Store {
         Ok(forgotten)
     }
 
-    /// Every executable recorded: path, identity when probed, profile.
-    fn recorded_interpreters(&self) -> Result<Vec<(String, FileIdentity, i64)>, Error> {
-        let result = (|| -> rusqlite::Result<Vec<_>> {
-            let mut statement = self.conn.prepare(
-                "SELECT path, device, inode, size, mtime_ns, ctime_ns, profile_id
-                 FROM interpreters",
-            )?;
-            let rows = statement.query_map([], |row| {
-                Ok((
-                    row.get(0)?,
-                    FileIdentity {
-                        device: row.get::<_, i64>(1)? as u64,
-                        inode: row.get::<_, i64>(2)? as u64,
-                        size: row.get::<_, i64>(3)? as u64,
-                        mtime_ns: row.get(4)?,
-                        ctime_ns: row.get(5)?,
-                    },
-                    row.get(6)?,
-                ))
-            })?;
-            rows.collect()
-        })();
-        result.map_err(|source| self.sqlite_error(source))
-    }
-
     /// How many entries and failures `profile` has.
     fn profile_rows(&self, profile: i64) -> Result<(u64, u64), Error> {
         self.conn

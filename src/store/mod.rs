@@ -40,6 +40,7 @@ mod read_only;
 mod sequences;
 mod sources;
 mod stats;
+mod verify;
 mod written;
 
 use std::ffi::OsString;
@@ -54,6 +55,7 @@ pub use guard::current_uid;
 pub use sequences::ImportSequence;
 pub use sources::KnownSource;
 pub use stats::{ProfileStats, Stats};
+pub use verify::StoredEntry;
 pub use written::WrittenPyc;
 
 /// How long a process waits for another one's write lock.
@@ -122,6 +124,11 @@ pub enum Error {
         path.display()
     )]
     DiskFull { path: PathBuf },
+    #[error(
+        "the store `{}` is damaged ({detail}): `rcache verify --repair` rebuilds it from what can still be read",
+        path.display()
+    )]
+    Damaged { path: PathBuf, detail: String },
     #[error("store `{}`", path.display())]
     Sqlite {
         path: PathBuf,
@@ -162,6 +169,9 @@ impl Store {
         guard::check_header(path)?;
         guard::check_private(path)?;
         let read_only = guard::read_only_reason(path);
+        if read_only.is_none() {
+            remove_stale_temps(dir);
+        }
         let open_error = |source| Error::Open {
             path: path.to_owned(),
             source,
@@ -290,10 +300,19 @@ impl Store {
     }
 
     fn sqlite_error(&self, source: rusqlite::Error) -> Error {
-        if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
-            return Error::DiskFull {
-                path: self.path.clone(),
-            };
+        match source.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => {
+                return Error::DiskFull {
+                    path: self.path.clone(),
+                };
+            }
+            Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
+                return Error::Damaged {
+                    path: self.path.clone(),
+                    detail: source.to_string(),
+                };
+            }
+            _ => {}
         }
         Error::Sqlite {
             path: self.path.clone(),
@@ -339,6 +358,20 @@ fn immutable_uri(path: &Path) -> OsString {
     }
     uri.extend(b"?immutable=1");
     std::os::unix::ffi::OsStringExt::from_vec(uri)
+}
+
+/// Removes temp files a killed rcache left beside the store (a store being
+/// created, a rebuild), once they are old enough not to be another run's
+/// work in progress.
+fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if crate::sweep::is_stale_temp(entry.file_name().as_encoded_bytes(), &entry) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The directory holding `path` (`.` for a bare file name).

@@ -1,6 +1,7 @@
 //! Interpreter profiles, and the executables already probed.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{OptionalExtension, params};
 
@@ -127,5 +128,81 @@ impl Store {
             )?;
             tx.query_row(SELECT, columns, |row| row.get(0))
         })
+    }
+
+    /// Every executable recorded: path, identity when probed, profile.
+    pub(super) fn recorded_interpreters(&self) -> Result<Vec<(String, FileIdentity, i64)>, Error> {
+        let result = (|| -> rusqlite::Result<Vec<_>> {
+            let mut statement = self.conn.prepare(
+                "SELECT path, device, inode, size, mtime_ns, ctime_ns, profile_id
+                 FROM interpreters",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok((
+                    row.get(0)?,
+                    FileIdentity {
+                        device: row.get::<_, i64>(1)? as u64,
+                        inode: row.get::<_, i64>(2)? as u64,
+                        size: row.get::<_, i64>(3)? as u64,
+                        mtime_ns: row.get(4)?,
+                        ctime_ns: row.get(5)?,
+                    },
+                    row.get(6)?,
+                ))
+            })?;
+            rows.collect()
+        })();
+        result.map_err(|source| self.sqlite_error(source))
+    }
+
+    /// For each profile, an executable recorded for it that is still
+    /// there, unchanged since it was probed.
+    pub fn installed_interpreters(&self) -> Result<HashMap<i64, PathBuf>, Error> {
+        let mut installed = HashMap::new();
+        for (path, identity, profile) in self.recorded_interpreters()? {
+            let path = PathBuf::from(path);
+            if !installed.contains_key(&profile)
+                && FileIdentity::of(&path).is_ok_and(|now| now == identity)
+            {
+                installed.insert(profile, path);
+            }
+        }
+        Ok(installed)
+    }
+
+    /// Every profile in the store, by id.
+    pub fn profiles(&self) -> Result<HashMap<i64, Profile>, Error> {
+        let result = (|| -> rusqlite::Result<Vec<_>> {
+            let mut statement = self.conn.prepare(
+                "SELECT id, implementation, version, cache_tag, magic, source_hash FROM profiles",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, Vec<u8>>(4)?,
+                    row.get::<_, String>(5)?,
+                ))
+            })?;
+            rows.collect()
+        })();
+        let rows = result.map_err(|source| self.sqlite_error(source))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, implementation, version, cache_tag, magic, hash)| {
+                Some((
+                    id,
+                    Profile {
+                        implementation,
+                        version,
+                        cache_tag,
+                        magic: magic.try_into().ok()?,
+                        source_hash: SourceHash::from_name(&hash)?,
+                    },
+                ))
+            })
+            .collect())
     }
 }
