@@ -26,7 +26,7 @@ const BATCH: usize = 256;
 #[derive(Debug, Serialize)]
 struct Problem {
     #[serde(skip)]
-    raw_key: Key,
+    rowid: i64,
     key: String,
     cache_tag: String,
     optimize: u8,
@@ -182,7 +182,7 @@ fn or_finding<T: Default>(
 
 fn problem(profiles: &HashMap<i64, Profile>, entry: &StoredEntry, problem: String) -> Problem {
     Problem {
-        raw_key: entry.key,
+        rowid: entry.rowid,
         key: entry.key.to_hex(),
         cache_tag: profiles.get(&entry.profile_id).map_or_else(
             || format!("profile {}", entry.profile_id),
@@ -198,12 +198,12 @@ fn problem(profiles: &HashMap<i64, Profile>, entry: &StoredEntry, problem: Strin
 fn repair(store: &mut Store, verified: &Verified) -> anyhow::Result<Repaired> {
     let rebuilt = !verified.integrity.is_empty();
     let rows_lost = if rebuilt { store.rebuild()? } else { 0 };
-    let bad: Vec<Key> = verified
+    let bad: Vec<i64> = verified
         .problems
         .iter()
-        .map(|problem| problem.raw_key)
+        .map(|problem| problem.rowid)
         .collect();
-    store.remove_entries(&bad)?;
+    store.remove_entry_rows(&bad)?;
     store.give_back_space()?;
     let left = store.integrity_problems();
     if !left.is_empty() {

@@ -129,6 +129,11 @@ pub enum Error {
         path.display()
     )]
     Damaged { path: PathBuf, detail: String },
+    #[error(
+        "the store `{}` is damaged where SQLite cannot even open it ({detail}); it only holds a cache: delete it (and its -wal and -shm files)",
+        path.display()
+    )]
+    Unopenable { path: PathBuf, detail: String },
     #[error("store `{}`", path.display())]
     Sqlite {
         path: PathBuf,
@@ -381,17 +386,21 @@ fn parent_dir(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
-/// SQLite reports a foreign file as `NotADatabase`: say so plainly.
+/// SQLite reports a foreign file as `NotADatabase`, and a store whose
+/// schema itself is damaged as corrupt on opening: say so plainly.
 fn classify(path: &Path, source: rusqlite::Error) -> Error {
-    if source.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) {
-        Error::NotAStore {
+    match source.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => Error::NotAStore {
             path: path.to_owned(),
-        }
-    } else {
-        Error::Open {
+        },
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) => Error::Unopenable {
+            path: path.to_owned(),
+            detail: source.to_string(),
+        },
+        _ => Error::Open {
             path: path.to_owned(),
             source,
-        }
+        },
     }
 }
 

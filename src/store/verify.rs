@@ -27,6 +27,8 @@ const TABLES: &[&str] = &[
 /// One stored entry as read for checking.
 #[derive(Debug)]
 pub struct StoredEntry {
+    /// Where the row is: the only handle on a row whose key is damaged.
+    pub rowid: i64,
     pub key: Key,
     pub profile_id: i64,
     pub optimize: u8,
@@ -81,9 +83,11 @@ impl Store {
         mut each: impl FnMut(Vec<StoredEntry>),
     ) -> Result<(), Error> {
         let result = (|| {
+            // The table itself, not its key index: a row is checked as it
+            // is, even when the index disagrees with it.
             let mut statement = self.conn.prepare(
-                "SELECT key, profile_id, optimize, data, raw_size, checksum FROM entries
-                 ORDER BY key",
+                "SELECT key, profile_id, optimize, data, raw_size, checksum, rowid
+                 FROM entries NOT INDEXED ORDER BY rowid",
             )?;
             let mut rows = statement.query([])?;
             let mut entries = Vec::with_capacity(batch);
@@ -96,6 +100,7 @@ impl Store {
                 let length = stored_key.len().min(32);
                 key[..length].copy_from_slice(&stored_key[..length]);
                 entries.push(StoredEntry {
+                    rowid: row.get(6)?,
                     key: Key(key),
                     profile_id: row.get(1).unwrap_or(0),
                     optimize: row.get(2).unwrap_or(0),
@@ -115,6 +120,20 @@ impl Store {
             Ok(())
         })();
         result.map_err(|source| self.sqlite_error(source))
+    }
+
+    /// Removes the entries in rows `rowids` (found bad), after rebuilding
+    /// the indexes from the tables (a damaged index could otherwise keep a
+    /// removed row's key, or miss a row).
+    pub fn remove_entry_rows(&mut self, rowids: &[i64]) -> Result<(), Error> {
+        self.write_transaction(|tx| {
+            tx.execute_batch("REINDEX")?;
+            let mut delete = tx.prepare_cached("DELETE FROM entries WHERE rowid = ?1")?;
+            for rowid in rowids {
+                delete.execute([rowid])?;
+            }
+            Ok(())
+        })
     }
 
     /// Rebuilds a damaged store from every row that can still be read:
@@ -163,9 +182,10 @@ fn salvage(damaged: &Connection, fresh: &Connection) -> rusqlite::Result<u64> {
         let select = format!(
             "SELECT rowid, {column_list} FROM {table} WHERE rowid >= ?1 ORDER BY rowid LIMIT {SALVAGE_BATCH}"
         );
-        let placeholders = vec!["?"; columns.len()].join(", ");
+        // Rows keep their rowids: what `verify` found is named by rowid.
+        let placeholders = vec!["?"; columns.len() + 1].join(", ");
         let mut insert = fresh.prepare(&format!(
-            "INSERT OR IGNORE INTO {table} ({column_list}) VALUES ({placeholders})"
+            "INSERT OR IGNORE INTO {table} (rowid, {column_list}) VALUES ({placeholders})"
         ))?;
         let total: Option<i64> = damaged
             .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
@@ -197,7 +217,8 @@ fn salvage(damaged: &Connection, fresh: &Connection) -> rusqlite::Result<u64> {
                         if *table == "entries" && !entry_is_sound(&columns, &values) {
                             continue;
                         }
-                        if let Ok(inserted) = insert.execute(rusqlite::params_from_iter(values)) {
+                        let row = std::iter::once(Value::Integer(rowid)).chain(values);
+                        if let Ok(inserted) = insert.execute(rusqlite::params_from_iter(row)) {
                             copied += inserted as i64;
                         }
                     }

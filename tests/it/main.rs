@@ -14,5 +14,6 @@ mod materialize;
 mod scan;
 mod stdlib;
 mod store;
+mod verify;
 
 mod warm;
