@@ -416,3 +416,74 @@ fn the_interpreter_profile_is_cached() {
     }
     covered("the_interpreter_profile_is_cached", &used);
 }
+
+/// A store left at every earlier schema version (made from the `schema/`
+/// files as that rcache made it, with rows in it) is upgraded in place by
+/// the next run: the run succeeds, the store reaches the current version,
+/// lifetime counters and profiles survive, code survives from version 3 on
+/// (keys changed at 3, so older code is dropped by design), and `verify`
+/// is clean afterwards.
+#[test]
+fn stores_from_every_earlier_schema_are_upgraded() {
+    let python = any_python();
+    let schema_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema");
+    let mut migrations: Vec<_> = std::fs::read_dir(&schema_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    migrations.sort();
+    let current = migrations.len();
+    let code_bytes = b"marshal bytes of an older day";
+    for version in 1..current {
+        let env = TestEnv::new();
+        env.write("a.py", "A = 1\n");
+        std::fs::create_dir_all(env.store.parent().unwrap()).unwrap();
+        {
+            let conn = Connection::open(&env.store).unwrap();
+            conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL;")
+                .unwrap();
+            for migration in &migrations[..version] {
+                conn.execute_batch(&std::fs::read_to_string(migration).unwrap())
+                    .unwrap();
+            }
+            conn.execute_batch(&format!(
+                "PRAGMA user_version = {version}; PRAGMA application_id = {};
+                 INSERT INTO counters (name, value) VALUES ('hits', 41);
+                 INSERT INTO profiles (implementation, version, cache_tag, magic, source_hash)
+                 VALUES ('cpython', '3.99.0', 'cpython-399', x'00000d0a', 'siphash13');",
+                0x7263_6368
+            ))
+            .unwrap();
+            conn.execute(
+                "INSERT INTO entries (key, profile_id, optimize, raw_size, checksum, data,
+                                      warnings, created, last_used)
+                 VALUES (?1, 1, 0, ?2, ?3, ?4, NULL, 1, 1)",
+                rusqlite::params![
+                    [7u8; 32].as_slice(),
+                    code_bytes.len() as i64,
+                    blake3::hash(code_bytes).as_bytes().as_slice(),
+                    zstd::bulk::compress(code_bytes, 3).unwrap(),
+                ],
+            )
+            .unwrap();
+        }
+        let (warmed, output) = env.warm_json(&python, &["a.py"]);
+        assert_eq!(code(&output), 0, "from {version}: {}", stderr(&output));
+        assert_eq!(warmed["compiled"], 1);
+        let conn = Connection::open(&env.store).unwrap();
+        let read = |sql: &str| -> i64 { conn.query_row(sql, [], |row| row.get(0)).unwrap() };
+        assert_eq!(
+            read("PRAGMA user_version"),
+            current as i64,
+            "from {version}"
+        );
+        assert_eq!(read("SELECT value FROM counters WHERE name = 'hits'"), 41);
+        assert_eq!(read("SELECT count(*) FROM profiles"), 2, "from {version}");
+        let old_code = read("SELECT count(*) FROM entries WHERE profile_id = 1");
+        assert_eq!(old_code, i64::from(version >= 3), "from {version}");
+        let output = env.rcache(&python, &["verify"]).output().unwrap();
+        assert_eq!(code(&output), 0, "from {version}: {}", stderr(&output));
+    }
+    eprintln!("upgraded stores from schema versions 1..{current}");
+    covered("stores_from_every_earlier_schema_are_upgraded", &[python]);
+}
