@@ -320,25 +320,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::interpreter::{Profile, SourceHash};
-
-    fn store() -> (tempfile::TempDir, Store, i64) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("store.sqlite3")).unwrap();
-        let profile = Profile {
-            implementation: "cpython".into(),
-            version: "3.12.1".into(),
-            cache_tag: "cpython-312".into(),
-            magic: *b"\xcb\x0d\x0d\x0a",
-            source_hash: SourceHash::SipHash13,
-        };
-        let id = store.profile_id(&profile).unwrap();
-        (dir, store, id)
-    }
+    use crate::store::testing::store_with_profile;
 
     #[test]
     fn write_then_lookup() {
-        let (_dir, mut store, profile_id) = store();
+        let (_dir, mut store, profile_id) = store_with_profile();
         let hit = Key([1; 32]);
         let failed = Key([2; 32]);
         let failure = StoredFailure {

@@ -322,20 +322,11 @@ pub const AUTO_GC_TARGET_TENTHS: u64 = 9;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::interpreter::{Profile, SourceHash};
     use crate::store::NewEntry;
 
+    /// A store holding `count` entries of 64 KiB of incompressible code.
     fn store_with(count: u8) -> (tempfile::TempDir, Store, Vec<Key>) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("store.sqlite3")).unwrap();
-        let profile = Profile {
-            implementation: "cpython".into(),
-            version: "3.12.1".into(),
-            cache_tag: "cpython-312".into(),
-            magic: *b"\xcb\x0d\x0d\x0a",
-            source_hash: SourceHash::SipHash13,
-        };
-        let id = store.profile_id(&profile).unwrap();
+        let (dir, mut store, id) = crate::store::testing::store_with_profile();
         let keys: Vec<Key> = (0..count).map(|n| Key([n; 32])).collect();
         for key in &keys {
             // Incompressible code, 64 KiB each.

@@ -457,6 +457,29 @@ pub fn unix_now() -> i64 {
         })
 }
 
+/// What the store's unit tests start from.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Store;
+    use crate::interpreter::{Profile, SourceHash};
+
+    /// A new store in a temp dir, holding one CPython 3.12 profile; returns
+    /// the dir (keep it alive), the store and the profile's id.
+    pub fn store_with_profile() -> (tempfile::TempDir, Store, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("store.sqlite3")).unwrap();
+        let profile = Profile {
+            implementation: "cpython".into(),
+            version: "3.12.1".into(),
+            cache_tag: "cpython-312".into(),
+            magic: *b"\xcb\x0d\x0d\x0a",
+            source_hash: SourceHash::SipHash13,
+        };
+        let id = store.profile_id(&profile).unwrap();
+        (dir, store, id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,8 +20,7 @@ impl Store {
         executable: &Path,
         identity: &FileIdentity,
     ) -> Result<Option<(i64, Profile)>, Error> {
-        let found = self
-            .conn
+        self.conn
             .prepare_cached(
                 "SELECT p.id, p.implementation, p.version, p.cache_tag, p.magic, p.source_hash
                  FROM interpreters i JOIN profiles p ON p.id = i.profile_id
@@ -39,34 +38,12 @@ impl Store {
                             identity.mtime_ns,
                             identity.ctime_ns,
                         ],
-                        |row| {
-                            Ok((
-                                row.get::<_, i64>(0)?,
-                                row.get::<_, String>(1)?,
-                                row.get::<_, String>(2)?,
-                                row.get::<_, String>(3)?,
-                                row.get::<_, Vec<u8>>(4)?,
-                                row.get::<_, String>(5)?,
-                            ))
-                        },
+                        read_profile_row,
                     )
                     .optional()
             })
-            .map_err(|source| self.sqlite_error(source))?;
-        Ok(
-            found.and_then(|(id, implementation, version, cache_tag, magic, hash)| {
-                Some((
-                    id,
-                    Profile {
-                        implementation,
-                        version,
-                        cache_tag,
-                        magic: magic.try_into().ok()?,
-                        source_hash: SourceHash::from_name(&hash)?,
-                    },
-                ))
-            }),
-        )
+            .map(Option::flatten)
+            .map_err(|source| self.sqlite_error(source))
     }
 
     /// Records that `executable`, with this identity, has `profile`;
@@ -176,33 +153,28 @@ impl Store {
             let mut statement = self.conn.prepare(
                 "SELECT id, implementation, version, cache_tag, magic, source_hash FROM profiles",
             )?;
-            let rows = statement.query_map([], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, Vec<u8>>(4)?,
-                    row.get::<_, String>(5)?,
-                ))
-            })?;
+            let rows = statement.query_map([], read_profile_row)?;
             rows.collect()
         })();
         let rows = result.map_err(|source| self.sqlite_error(source))?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, implementation, version, cache_tag, magic, hash)| {
-                Some((
-                    id,
-                    Profile {
-                        implementation,
-                        version,
-                        cache_tag,
-                        magic: magic.try_into().ok()?,
-                        source_hash: SourceHash::from_name(&hash)?,
-                    },
-                ))
-            })
-            .collect())
+        Ok(rows.into_iter().flatten().collect())
     }
+}
+
+/// A profile row: id, implementation, version, cache tag, magic, source
+/// hash name; `None` if the columns do not make a profile.
+fn read_profile_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<(i64, Profile)>> {
+    let magic: Vec<u8> = row.get(4)?;
+    let hash: String = row.get(5)?;
+    let (Ok(magic), Some(source_hash)) = (magic.try_into(), SourceHash::from_name(&hash)) else {
+        return Ok(None);
+    };
+    let profile = Profile {
+        implementation: row.get(1)?,
+        version: row.get(2)?,
+        cache_tag: row.get(3)?,
+        magic,
+        source_hash,
+    };
+    Ok(Some((row.get(0)?, profile)))
 }

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::support::{
-    NOBODY, Python, TestEnv, Tmpfs, any_python, code, copy_tree, covered, rcache_command, run_json,
-    stderr, system_python, unprivileged,
+    NOBODY, Python, TestEnv, Tmpfs, any_python, code, copy_tree, covered, run_json, stderr,
+    system_python, unprivileged,
 };
 
 fn chmod(path: &Path, mode: u32) {
@@ -254,16 +254,7 @@ fn a_store_on_a_read_only_mount_serves_hits() {
     };
     let store = mount.path().join("rcache/store.sqlite3");
     write_modules(&env.path().join("src"), 4);
-    let rcache = |args: &[&str]| {
-        let mut command = rcache_command(env.path());
-        command
-            .arg("--store")
-            .arg(&store)
-            .arg("--python")
-            .arg(&python.path);
-        command.args(args);
-        command
-    };
+    let rcache = |args: &[&str]| env.rcache_with_store(&store, &python, args);
     let (_, output) = run_json(&mut rcache(&["--json", "warm", "src"]));
     assert_eq!(code(&output), 0, "{}", stderr(&output));
     mount.remount_read_only();
@@ -318,16 +309,7 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing() {
         return;
     };
     let store = mount.path().join("rcache/store.sqlite3");
-    let rcache = |args: &[&str]| {
-        let mut command = rcache_command(env.path());
-        command
-            .arg("--store")
-            .arg(&store)
-            .arg("--python")
-            .arg(&python.path);
-        command.args(args);
-        command
-    };
+    let rcache = |args: &[&str]| env.rcache_with_store(&store, &python, args);
     write_modules(&env.path().join("small"), 5);
     let (_, output) = run_json(&mut rcache(&["--json", "warm", "small"]));
     assert_eq!(code(&output), 0, "{}", stderr(&output));
@@ -377,11 +359,14 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing() {
         .output()
         .unwrap();
     assert_eq!(code(&output), 0, "{}", stderr(&output));
-    let tree = mount.path().join("tree");
+    let Some(full) = Tmpfs::mount(&env.path().join("full"), "256k") else {
+        return;
+    };
+    let tree = full.path().join("tree");
     copy_tree(&reference, &tree);
     let _ = std::fs::remove_dir_all(tree.join("__pycache__"));
     // Fills what is left (the write itself fails part way).
-    let _ = std::fs::write(mount.path().join("filler"), vec![0u8; 1 << 20]);
+    let _ = std::fs::write(full.path().join("filler"), vec![0u8; 1 << 20]);
     let command = &mut env.rcache(
         &python,
         &["--json", "materialize", "--mode", "checked-hash"],

@@ -56,6 +56,12 @@ fn age(store: &Path, keys: &BTreeSet<String>, days: i64) {
     }
 }
 
+/// `rcache verify` finds nothing wrong.
+fn assert_verifies_clean(env: &TestEnv, python: &Python) {
+    let output = env.rcache(python, &["verify"]).output().unwrap();
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+}
+
 fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().len()
 }
@@ -115,11 +121,7 @@ fn gc_evicts_least_recently_used_first_and_shrinks_the_file() {
         size_after < size_before * 2 / 3,
         "{size_before} -> {size_after}"
     );
-    let integrity: String = Connection::open(&env.store)
-        .unwrap()
-        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(integrity, "ok");
+    assert_verifies_clean(&env, &python);
 
     // What is left of the old tree goes by age; nothing recent does.
     let (by_age, output) =
@@ -200,11 +202,7 @@ fn gc_runs_while_others_keep_working() {
         let output = warm.wait().unwrap();
         assert!(output.success());
     }
-    let integrity: String = Connection::open(&env.store)
-        .unwrap()
-        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(integrity, "ok");
+    assert_verifies_clean(&env, &python);
     covered("gc_runs_while_others_keep_working", &[python]);
 }
 

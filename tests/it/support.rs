@@ -159,10 +159,15 @@ impl TestEnv {
 
     /// `rcache --store STORE --python PY ARGS...`, run in the temp dir.
     pub fn rcache(&self, python: &Python, args: &[&str]) -> Command {
+        self.rcache_with_store(&self.store, python, args)
+    }
+
+    /// [`TestEnv::rcache`] with another store.
+    pub fn rcache_with_store(&self, store: &Path, python: &Python, args: &[&str]) -> Command {
         let mut command = rcache_command(self.path());
         command
             .arg("--store")
-            .arg(&self.store)
+            .arg(store)
             .arg("--python")
             .arg(&python.path);
         command.args(args);

@@ -48,6 +48,27 @@ fn stdlib_slice(python: &Python, dest: &Path) -> PathBuf {
     dest.to_owned()
 }
 
+/// A project holding a stdlib slice (`lib`) and a store warmed with it.
+fn warmed_slice(python: &Python) -> TestEnv {
+    let env = TestEnv::new();
+    stdlib_slice(python, &env.path().join("lib"));
+    let (_, output) = env.warm_json(python, &["lib"]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    env
+}
+
+/// `verify --repair` answers (exit 0 or 1), and then `verify` is clean.
+fn repair_until_clean(env: &TestEnv, python: &Python, case: &str) {
+    let (_, output) = verify(env, python, &["--repair"]);
+    assert!(
+        matches!(code(&output), 0 | 1),
+        "{case}: {}",
+        stderr(&output)
+    );
+    let (clean, output) = verify(env, python, &[]);
+    assert_eq!(code(&output), 0, "{case}: {clean}");
+}
+
 fn verify(env: &TestEnv, python: &Python, extra: &[&str]) -> (Value, std::process::Output) {
     let mut command = env.rcache(python, &["--json", "verify"]);
     command.args(extra);
@@ -212,10 +233,7 @@ fn flipped_bytes_in_blobs_are_found_and_never_written() {
 #[test]
 fn a_damaged_file_is_rebuilt_by_repair() {
     let python = any_python();
-    let template = TestEnv::new();
-    stdlib_slice(&python, &template.path().join("lib"));
-    let (_, output) = template.warm_json(&python, &["lib"]);
-    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let template = warmed_slice(&python);
     let pages = std::fs::metadata(&template.store).unwrap().len() / 4096;
     let mut damaged = 0;
     for page in (2..pages).step_by(3) {
@@ -248,14 +266,7 @@ fn a_damaged_file_is_rebuilt_by_repair() {
             stderr(&output)
         );
         damaged += usize::from(code(&output) == 1);
-        let (_, output) = verify(&env, &python, &["--repair"]);
-        assert!(
-            matches!(code(&output), 0 | 1),
-            "page {page}: {}",
-            stderr(&output)
-        );
-        let (clean, output) = verify(&env, &python, &[]);
-        assert_eq!(code(&output), 0, "page {page}: {found} then {clean}");
+        repair_until_clean(&env, &python, &format!("page {page}: {found}"));
         let (_, output) = env.warm_json(&python, &["lib"]);
         assert_eq!(code(&output), 0, "page {page}: {}", stderr(&output));
         let (clean, output) = verify(&env, &python, &[]);
@@ -276,10 +287,7 @@ fn a_damaged_file_is_rebuilt_by_repair() {
 #[test]
 fn random_flips_never_crash_verify() {
     let python = any_python();
-    let template = TestEnv::new();
-    stdlib_slice(&python, &template.path().join("lib"));
-    let (_, output) = template.warm_json(&python, &["lib"]);
-    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let template = warmed_slice(&python);
     let pristine = std::fs::read(&template.store).unwrap();
     let mut noise = Noise(SEED ^ 0xABCD);
     let (mut found, mut unopenable) = (0, 0);
@@ -310,14 +318,7 @@ fn random_flips_never_crash_verify() {
             stderr(&output)
         );
         found += usize::from(code(&output) == 1);
-        let (_, output) = verify(&env, &python, &["--repair"]);
-        assert!(
-            matches!(code(&output), 0 | 1),
-            "trial {trial}: {}",
-            stderr(&output)
-        );
-        let (clean, output) = verify(&env, &python, &[]);
-        assert_eq!(code(&output), 0, "trial {trial}: {clean}");
+        repair_until_clean(&env, &python, &format!("trial {trial}"));
     }
     eprintln!(
         "random flips: {trials} trials, {found} found something and were repaired, {unopenable} left a schema SQLite cannot open"
