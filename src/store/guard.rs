@@ -60,6 +60,24 @@ pub(super) fn check_schema(path: &Path, conn: &Connection) -> Result<i64, Error>
     Ok(version)
 }
 
+/// The file's length and the length its header gives, when the file is
+/// shorter: what a copy cut short leaves. Asked only once SQLite has found
+/// the file damaged (a checkpoint in progress can make a sound store look
+/// short for a moment).
+pub(super) fn truncation(path: &Path) -> Option<(u64, u64)> {
+    let mut header = [0; 100];
+    let mut file = std::fs::File::open(path).ok()?;
+    file.read_exact(&mut header).ok()?;
+    let found = file.metadata().ok()?.len();
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536,
+        size => u64::from(size),
+    };
+    let pages = u64::from(u32::from_be_bytes(header[28..32].try_into().ok()?));
+    let expected = pages * page_size;
+    (found < expected).then_some((found, expected))
+}
+
 fn check_version(path: &Path, version: i64) -> Result<(), Error> {
     if version > migrate::current_version() {
         return Err(Error::TooNew {

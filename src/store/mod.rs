@@ -134,6 +134,15 @@ pub enum Error {
         path.display()
     )]
     Unopenable { path: PathBuf, detail: String },
+    #[error(
+        "the store `{}` is truncated ({found} bytes where its header says {expected}); it only holds a cache: delete it (and its -wal and -shm files)",
+        path.display()
+    )]
+    Truncated {
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+    },
     #[error("store `{}`", path.display())]
     Sqlite {
         path: PathBuf,
@@ -393,9 +402,16 @@ fn classify(path: &Path, source: rusqlite::Error) -> Error {
         Some(rusqlite::ErrorCode::NotADatabase) => Error::NotAStore {
             path: path.to_owned(),
         },
-        Some(rusqlite::ErrorCode::DatabaseCorrupt) => Error::Unopenable {
-            path: path.to_owned(),
-            detail: source.to_string(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) => match guard::truncation(path) {
+            Some((found, expected)) => Error::Truncated {
+                path: path.to_owned(),
+                found,
+                expected,
+            },
+            None => Error::Unopenable {
+                path: path.to_owned(),
+                detail: source.to_string(),
+            },
         },
         _ => Error::Open {
             path: path.to_owned(),

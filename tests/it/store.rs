@@ -22,8 +22,9 @@ fn mode(path: &Path) -> u32 {
 }
 
 /// A file at the store path that is no database, another program's
-/// database, or a store from a newer rcache is refused by `warm` and
-/// `stats` with exit 2 and a message naming it, and left byte for byte.
+/// database, a store from a newer rcache, or a store cut short is refused
+/// by `warm` and `stats` with exit 2 and a message naming it, and left
+/// byte for byte.
 #[test]
 fn foreign_and_newer_files_are_refused_untouched() {
     let python = any_python();
@@ -59,11 +60,26 @@ fn foreign_and_newer_files_are_refused_untouched() {
             .unwrap();
     }
 
+    // A real store cut short, as a copy that ran out of space leaves it.
+    let truncated = env.path().join("stores/truncated.sqlite3");
+    let (_, output) = crate::support::run_json(
+        rcache_command(env.path())
+            .arg("--store")
+            .arg(&truncated)
+            .arg("--python")
+            .arg(&python.path)
+            .args(["--json", "warm", "a.py"]),
+    );
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let whole = std::fs::read(&truncated).unwrap();
+    std::fs::write(&truncated, &whole[..whole.len() / 2]).unwrap();
+
     for (path, why) in [
         (&not_sqlite, "not"),
         (&short, "not"),
         (&foreign, "not"),
         (&newer, "newer"),
+        (&truncated, "truncated"),
     ] {
         let before = std::fs::read(path).unwrap();
         for args in [&["warm", "a.py"][..], &["stats"]] {
