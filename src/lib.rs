@@ -6,6 +6,7 @@
 //! checkout, worktree and virtualenv of a user shares. See
 //! `docs/ARCHITECTURE.md` for the design.
 
+pub mod archive;
 pub mod cli;
 pub mod commands;
 pub mod compile;

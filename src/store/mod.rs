@@ -22,6 +22,7 @@
 //! INCREMENTAL from the first schema, so space can be given back later
 //! without an exclusive full VACUUM.
 
+mod archive;
 mod entries;
 mod migrate;
 mod profiles;
@@ -37,6 +38,7 @@ use std::io::Read as _;
 
 use rusqlite::Connection;
 
+pub use archive::{EntryRow, FailureRow, Merged, Selection};
 pub use entries::{Blob, Lookup, NewEntry, NewFailure, StoredCode, StoredFailure};
 pub use sequences::ImportSequence;
 pub use sources::KnownSource;
