@@ -34,7 +34,9 @@ pub mod sweep;
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
-use crate::config::{CleanConfig, GlobalConfig, MaterializeConfig, WalkConfig};
+use crate::config::{
+    CleanConfig, ExportConfig, GlobalConfig, ImportConfig, MaterializeConfig, WalkConfig,
+};
 use crate::exit::ExitStatus;
 
 /// Runs the command line and returns the process exit code. Errors are
@@ -75,6 +77,8 @@ fn run(cli: &Cli) -> anyhow::Result<ExitStatus> {
             commands::materialize(&global, &MaterializeConfig::from_args(args, &global)?)
         }
         Command::Stats => commands::stats(&global),
+        Command::Export(args) => commands::export(&global, &ExportConfig::from_args(args, &global)),
+        Command::Import(args) => commands::import(&global, &ImportConfig::from_args(args, &global)),
         Command::Exec(args) => commands::exec(&global, &args.args),
     }
 }

@@ -2,25 +2,61 @@
 
 mod clean;
 mod exec;
+mod export;
+mod import;
 mod materialize;
 mod stats;
 mod warm;
 
 pub use clean::clean;
 pub use exec::exec;
+pub use export::export;
+pub use import::import;
 pub use materialize::materialize;
 pub use stats::stats;
 pub use warm::warm;
 
-use anyhow::Context;
+use std::io::Write as _;
 
-use crate::config::GlobalConfig;
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::config::{GlobalConfig, Verbosity};
 use crate::interpreter::{self, FileIdentity, Interpreter};
+use crate::report::Failure;
 use crate::store::Store;
 
 /// Opens the store the configuration names.
 fn open_store(global: &GlobalConfig) -> anyhow::Result<Store> {
     Ok(Store::open(&global.store)?)
+}
+
+/// Prints what a command did that walks no pipeline (`export`, `import`):
+/// its `errors` on stderr, then `result` as one JSON object on stdout with
+/// `--json`, or else `headline` on stderr (not with `-q`).
+fn print_result(
+    global: &GlobalConfig,
+    errors: &[Failure],
+    result: &impl Serialize,
+    headline: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    let mut stderr = std::io::stderr().lock();
+    for error in errors {
+        writeln!(stderr, "{error}")?;
+    }
+    if global.json {
+        let mut stdout = std::io::stdout().lock();
+        serde_json::to_writer(&mut stdout, result)?;
+        writeln!(stdout)?;
+    } else if global.verbosity != Verbosity::Quiet {
+        writeln!(stderr, "{}", headline())?;
+    }
+    Ok(())
+}
+
+/// `count` and the noun that goes with it: "1 entry", "2 entries".
+fn counted(count: u64, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
 }
 
 /// Finds the interpreter and its profile, probing it only when the store
