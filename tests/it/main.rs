@@ -6,6 +6,7 @@
 
 mod support;
 
+mod archive;
 mod errors;
 mod exec;
 mod materialize;
