@@ -102,6 +102,11 @@ pub enum Command {
     /// Check the store: SQLite's integrity, every blob's checksum, and that
     /// each loads in its interpreter; exit 1 when something is wrong
     Verify(VerifyArgs),
+    /// Write the store's code, or only what the sources under `--for` use,
+    /// to one archive file (for CI caches); starts no Python
+    Export(ExportArgs),
+    /// Merge an archive written by `rcache export` into the store
+    Import(ImportArgs),
     /// Run `python ARGS...` with every import served from the store
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Exec(ExecArgs),
@@ -194,6 +199,36 @@ fn parse_size(text: &str) -> Result<u64, String> {
         .map(|size| size.as_u64())
 }
 
+/// Arguments of `rcache export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The archive to write; an existing file is replaced once the archive
+    /// is complete
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Export only the code of the .py files under these paths, for every
+    /// interpreter in the store and every optimization level [default:
+    /// everything in the store]
+    #[arg(long = "for", value_name = "PATH", num_args = 1..)]
+    pub for_paths: Vec<PathBuf>,
+    /// With `--for`: leave out paths matching this gitignore-style glob;
+    /// repeatable
+    #[arg(long, value_name = "GLOB", requires = "for_paths")]
+    pub exclude: Vec<String>,
+    /// With `--for`: walk files that `.gitignore` and `.ignore` rules would
+    /// leave out
+    #[arg(long, requires = "for_paths")]
+    pub no_ignore: bool,
+}
+
+/// Arguments of `rcache import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The archive to merge, as `rcache export` wrote it
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
 /// Arguments of `rcache exec`: all of them go to Python, verbatim.
 #[derive(Debug, Args)]
 pub struct ExecArgs {
@@ -245,6 +280,24 @@ mod tests {
         );
         assert!(cli(&["rcache", "gc", "--max-size", "lots"]).is_err());
         assert!(cli(&["rcache", "gc", "--max-age", "30"]).is_err());
+    }
+
+    #[test]
+    fn export_takes_several_paths_after_for() {
+        let cli =
+            Cli::try_parse_from(["rcache", "export", "out.rcx", "--for", "src", "tests", "-q"])
+                .unwrap();
+        let Command::Export(export) = cli.command else {
+            panic!("not export")
+        };
+        assert_eq!(export.file, PathBuf::from("out.rcx"));
+        assert_eq!(
+            export.for_paths,
+            [PathBuf::from("src"), PathBuf::from("tests")]
+        );
+        assert!(cli.global.quiet);
+        let without_for = ["rcache", "export", "out.rcx", "--exclude", "x"];
+        assert!(Cli::try_parse_from(without_for).is_err());
     }
 
     #[test]

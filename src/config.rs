@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::cli::{CleanArgs, GlobalArgs, MaterializeArgs, SourceArgs, WalkArgs};
+use crate::cli::{
+    CleanArgs, ExportArgs, GlobalArgs, ImportArgs, MaterializeArgs, SourceArgs, WalkArgs,
+};
 use crate::scan::ScanOptions;
 use crate::store::Store;
 
@@ -102,12 +104,15 @@ fn sources(args: &SourceArgs, global: &GlobalConfig) -> (Vec<PathBuf>, ScanOptio
     } else {
         args.paths.clone()
     };
-    let scan = ScanOptions {
-        exclude: args.exclude.clone(),
-        no_ignore: args.no_ignore,
+    (paths, scan_options(&args.exclude, args.no_ignore, global))
+}
+
+fn scan_options(exclude: &[String], no_ignore: bool, global: &GlobalConfig) -> ScanOptions {
+    ScanOptions {
+        exclude: exclude.to_vec(),
+        no_ignore,
         threads: global.jobs.min(8),
-    };
-    (paths, scan)
+    }
 }
 
 /// A `--prefix` (or `$PYTHONPYCACHEPREFIX`) made absolute; empty means none.
@@ -164,5 +169,42 @@ impl MaterializeConfig {
                 dry_run: args.dry_run,
             },
         })
+    }
+}
+
+/// Settings of `rcache export`.
+#[derive(Debug, Clone)]
+pub struct ExportConfig {
+    /// The archive to write, absolute.
+    pub archive: PathBuf,
+    /// Export only the code of the sources under these paths; empty means
+    /// everything in the store.
+    pub for_paths: Vec<PathBuf>,
+    /// How to walk `for_paths`.
+    pub scan: ScanOptions,
+}
+
+impl ExportConfig {
+    pub fn from_args(args: &ExportArgs, global: &GlobalConfig) -> Self {
+        Self {
+            archive: crate::scan::absolute(&global.cwd, &args.file),
+            for_paths: args.for_paths.clone(),
+            scan: scan_options(&args.exclude, args.no_ignore, global),
+        }
+    }
+}
+
+/// Settings of `rcache import`.
+#[derive(Debug, Clone)]
+pub struct ImportConfig {
+    /// The archive to merge, absolute.
+    pub archive: PathBuf,
+}
+
+impl ImportConfig {
+    pub fn from_args(args: &ImportArgs, global: &GlobalConfig) -> Self {
+        Self {
+            archive: crate::scan::absolute(&global.cwd, &args.file),
+        }
     }
 }

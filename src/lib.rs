@@ -6,6 +6,7 @@
 //! checkout, worktree and virtualenv of a user shares. See
 //! `docs/ARCHITECTURE.md` for the design.
 
+pub mod archive;
 pub mod cli;
 pub mod commands;
 pub mod compile;
@@ -33,7 +34,9 @@ pub mod sweep;
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
-use crate::config::{CleanConfig, GlobalConfig, MaterializeConfig, WalkConfig};
+use crate::config::{
+    CleanConfig, ExportConfig, GlobalConfig, ImportConfig, MaterializeConfig, WalkConfig,
+};
 use crate::exit::ExitStatus;
 
 /// Runs the command line and returns the process exit code. Errors are
@@ -76,6 +79,8 @@ fn run(cli: &Cli) -> anyhow::Result<ExitStatus> {
         Command::Stats => commands::stats(&global),
         Command::Gc(args) => commands::gc(&global, args),
         Command::Verify(args) => commands::verify(&global, args),
+        Command::Export(args) => commands::export(&global, &ExportConfig::from_args(args, &global)),
+        Command::Import(args) => commands::import(&global, &ImportConfig::from_args(args, &global)),
         Command::Exec(args) => commands::exec(&global, &args.args),
     }
 }

@@ -85,8 +85,9 @@ impl Source {
     }
 }
 
-/// Every file keyed: the sources, the files that could not be read, and
-/// what to remember of the files that were read.
+/// Every file keyed (or only hashed, by [`hash_all`]): the sources, the
+/// files that could not be read, and what to remember of the files that
+/// were read.
 pub struct Keyed {
     pub sources: Vec<Source>,
     /// How many of them were read (the rest were keyed from their record).
@@ -104,21 +105,30 @@ pub fn key_all(
     levels: &[u8],
     threads: usize,
 ) -> Result<Keyed, crate::store::Error> {
+    let mut keyed = hash_all(store, files, threads)?;
+    let context = profile.key_context();
+    for source in &mut keyed.sources {
+        source.keys = levels
+            .iter()
+            .map(|&level| context.key(level, &source.content))
+            .collect();
+    }
+    Ok(keyed)
+}
+
+/// Hashes every file on `threads` threads, reading only those the store
+/// does not remember unchanged; the sources have no keys yet.
+pub fn hash_all(
+    store: &Store,
+    files: &[PathBuf],
+    threads: usize,
+) -> Result<Keyed, crate::store::Error> {
     let known = store.reading(|| {
         files
             .iter()
             .map(|path| store.known_source(path))
             .collect::<Result<Vec<_>, _>>()
     })?;
-    let context = profile.key_context();
-    let key_one = |(path, known): &(&PathBuf, Option<KnownSource>)| {
-        let (source, remember) = read_or_recall(path, *known)?;
-        let keys = levels
-            .iter()
-            .map(|&level| context.key(level, &source.content))
-            .collect();
-        Ok((Source { keys, ..source }, remember))
-    };
     let work: Vec<_> = files.iter().zip(known).collect();
     let mut keyed = Keyed {
         sources: Vec::with_capacity(files.len()),
@@ -126,7 +136,8 @@ pub fn key_all(
         errors: Vec::new(),
         to_remember: Vec::new(),
     };
-    for result in parallel::map(&work, threads, key_one) {
+    let results = parallel::map(&work, threads, |(path, known)| read_or_recall(path, *known));
+    for result in results {
         match result {
             Ok((source, remember)) => {
                 keyed.read += usize::from(source.bytes.get().is_some());

@@ -2,12 +2,10 @@
 //! asked), forget records of files and interpreters that are gone, and
 //! give the space back, while other rcache processes keep working.
 
-use std::io::Write;
-
 use serde::Serialize;
 
 use crate::cli::GcArgs;
-use crate::config::{GlobalConfig, Verbosity};
+use crate::config::GlobalConfig;
 use crate::exit::ExitStatus;
 use crate::store::{Forgotten, Limits};
 
@@ -65,49 +63,36 @@ pub fn gc(global: &GlobalConfig, args: &GcArgs) -> anyhow::Result<ExitStatus> {
         bytes_after,
         seconds: start.elapsed().as_secs_f64(),
     };
-    print(global, &collected)?;
+    super::print_result(global, &[], &collected, || headline(&collected))?;
     Ok(ExitStatus::Success)
 }
 
-fn print(global: &GlobalConfig, collected: &Collected) -> anyhow::Result<()> {
-    if global.json {
-        let mut stdout = std::io::stdout().lock();
-        serde_json::to_writer(&mut stdout, collected)?;
-        writeln!(stdout)?;
-        return Ok(());
-    }
-    if global.verbosity == Verbosity::Quiet {
-        return Ok(());
-    }
-    let verb = if collected.dry_run {
-        "Would remove"
-    } else {
-        "Removed"
-    };
+/// The one-line summary: what was (or would be) removed, and the size.
+fn headline(collected: &Collected) -> String {
+    let counted = super::counted;
     let human = super::stats::human_bytes;
-    let mut stderr = std::io::stderr().lock();
-    writeln!(
-        stderr,
-        "{verb} {} entries and {} failures ({} of code), {} records of files that are gone{}; the store {} {} to {}",
-        collected.entries_removed,
-        collected.failures_removed,
+    let forgotten = &collected.forgotten;
+    let pythons = if forgotten.interpreters > 0 {
+        format!(
+            ", {} that are gone ({})",
+            counted(forgotten.interpreters, "interpreter", "interpreters"),
+            counted(forgotten.profiles, "profile", "profiles")
+        )
+    } else {
+        String::new()
+    };
+    let (verb, went) = if collected.dry_run {
+        ("Would remove", "would go")
+    } else {
+        ("Removed", "went")
+    };
+    format!(
+        "{verb} {} and {} ({} of code), {} of files that are gone{pythons}; the store {went} from {} to {}",
+        counted(collected.entries_removed, "entry", "entries"),
+        counted(collected.failures_removed, "failure", "failures"),
         human(collected.bytes_removed),
-        collected.records_removed,
-        if collected.forgotten.profiles > 0 || collected.forgotten.interpreters > 0 {
-            format!(
-                ", {} interpreters that are gone ({} profiles)",
-                collected.forgotten.interpreters, collected.forgotten.profiles
-            )
-        } else {
-            String::new()
-        },
-        if collected.dry_run {
-            "would go from"
-        } else {
-            "went from"
-        },
+        counted(collected.records_removed, "record", "records"),
         human(collected.bytes_before),
         human(collected.bytes_after),
-    )?;
-    Ok(())
+    )
 }

@@ -2,7 +2,9 @@
 
 mod clean;
 mod exec;
+mod export;
 mod gc;
+mod import;
 mod materialize;
 mod stats;
 mod verify;
@@ -10,16 +12,22 @@ mod warm;
 
 pub use clean::clean;
 pub use exec::exec;
+pub use export::export;
 pub use gc::gc;
+pub use import::import;
 pub use materialize::materialize;
 pub use stats::stats;
 pub use verify::verify;
 pub use warm::warm;
 
+use std::io::Write as _;
+
 use anyhow::Context;
+use serde::Serialize;
 
 use crate::config::{GlobalConfig, Verbosity};
 use crate::interpreter::{self, FileIdentity, Interpreter};
+use crate::report::Failure;
 use crate::store::Store;
 
 /// What a command does with the store, which decides what a read-only
@@ -62,6 +70,34 @@ fn read_only_warning(store: &Store, why: &str) -> String {
         "warning: the store `{}` is read-only ({why}); using what it holds, storing nothing",
         store.path().display()
     )
+}
+
+/// Prints what a command did that walks no pipeline (`export`, `import`):
+/// its `errors` on stderr, then `result` as one JSON object on stdout with
+/// `--json`, or else `headline` on stderr (not with `-q`).
+fn print_result(
+    global: &GlobalConfig,
+    errors: &[Failure],
+    result: &impl Serialize,
+    headline: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    let mut stderr = std::io::stderr().lock();
+    for error in errors {
+        writeln!(stderr, "{error}")?;
+    }
+    if global.json {
+        let mut stdout = std::io::stdout().lock();
+        serde_json::to_writer(&mut stdout, result)?;
+        writeln!(stdout)?;
+    } else if global.verbosity != Verbosity::Quiet {
+        writeln!(stderr, "{}", headline())?;
+    }
+    Ok(())
+}
+
+/// `count` and the noun that goes with it: "1 entry", "2 entries".
+fn counted(count: u64, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
 }
 
 /// Finds the interpreter and its profile, probing it only when the store

@@ -220,13 +220,9 @@ fn repair(store: &mut Store, verified: &Verified) -> anyhow::Result<Repaired> {
     })
 }
 
+/// Each finding on stderr, notes unless quiet, then the summary (JSON on
+/// stdout with `--json`).
 fn print(global: &GlobalConfig, verified: &Verified) -> anyhow::Result<()> {
-    if global.json {
-        let mut stdout = std::io::stdout().lock();
-        serde_json::to_writer(&mut stdout, verified)?;
-        writeln!(stdout)?;
-        return Ok(());
-    }
     let mut stderr = std::io::stderr().lock();
     for finding in &verified.integrity {
         writeln!(stderr, "{}: {finding}", verified.store)?;
@@ -238,37 +234,45 @@ fn print(global: &GlobalConfig, verified: &Verified) -> anyhow::Result<()> {
             verified.store, problem.key, problem.cache_tag, problem.optimize, problem.what
         )?;
     }
-    if global.verbosity == Verbosity::Quiet {
-        return Ok(());
+    if !global.json && global.verbosity != Verbosity::Quiet {
+        for profile in &verified.unchecked_profiles {
+            writeln!(
+                stderr,
+                "note: no interpreter of {profile} is installed: checked by checksum only"
+            )?;
+        }
     }
-    for profile in &verified.unchecked_profiles {
-        writeln!(
-            stderr,
-            "note: no interpreter of {profile} is installed: checked by checksum only"
-        )?;
-    }
-    let found = verified.integrity.len() + verified.problems.len();
-    write!(
-        stderr,
-        "Verified {} entries ({} loaded by their interpreter) in {:.2}s: ",
-        verified.entries, verified.unmarshalled, verified.seconds
-    )?;
-    match (found, &verified.repaired) {
-        (0, _) => writeln!(stderr, "no problems")?,
-        (found, None) => writeln!(
-            stderr,
-            "{found} problems (`rcache verify --repair` repairs them)"
-        )?,
-        (found, Some(repaired)) => writeln!(
-            stderr,
-            "{found} problems, repaired: {} entries removed{}",
-            repaired.entries_removed,
+    drop(stderr);
+    super::print_result(global, &[], verified, || headline(verified))
+}
+
+fn headline(verified: &Verified) -> String {
+    let counted = super::counted;
+    let found = (verified.integrity.len() + verified.problems.len()) as u64;
+    let outcome = match (found, &verified.repaired) {
+        (0, _) => "no problems".to_owned(),
+        (found, None) => format!(
+            "{} (`rcache verify --repair` repairs them)",
+            counted(found, "problem", "problems")
+        ),
+        (found, Some(repaired)) => format!(
+            "{}, repaired: {} removed{}",
+            counted(found, "problem", "problems"),
+            counted(repaired.entries_removed, "entry", "entries"),
             if repaired.rebuilt {
-                format!(", file rebuilt ({} rows lost)", repaired.rows_lost)
+                format!(
+                    ", file rebuilt ({} lost)",
+                    counted(repaired.rows_lost, "row", "rows")
+                )
             } else {
                 String::new()
             }
-        )?,
-    }
-    Ok(())
+        ),
+    };
+    format!(
+        "Verified {} ({} loaded by their interpreter) in {:.2}s: {outcome}",
+        counted(verified.entries, "entry", "entries"),
+        verified.unmarshalled,
+        verified.seconds
+    )
 }

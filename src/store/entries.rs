@@ -70,17 +70,36 @@ impl Blob {
         decompressor: &mut zstd::bulk::Decompressor<'_>,
         code: &mut Vec<u8>,
     ) -> Result<(), String> {
-        let capacity = usize::try_from(self.raw_size).unwrap_or(0);
-        code.clear();
-        code.reserve(capacity);
-        if let Err(err) = decompressor.decompress_to_buffer(&self.data, code) {
-            return Err(format!("does not decompress: {err}"));
-        }
-        if code.len() != capacity || blake3::hash(code).as_bytes().as_slice() != self.checksum {
-            return Err("fails its checksum".to_owned());
-        }
-        Ok(())
+        let raw_size = u64::try_from(self.raw_size).unwrap_or(0);
+        decode_checked(&self.data, raw_size, &self.checksum, decompressor, code)
     }
+}
+
+/// Decompresses `data` into `code` and checks that it is `raw_size` bytes
+/// hashing to `checksum`; `Err` says why it is corrupt. The one test of
+/// stored code: for blobs read ([`Blob`]) and for entries exported or
+/// imported (`archive.rs`), whose sizes may come from an untrusted file.
+pub(super) fn decode_checked(
+    data: &[u8],
+    raw_size: u64,
+    checksum: &[u8],
+    decompressor: &mut zstd::bulk::Decompressor<'_>,
+    code: &mut Vec<u8>,
+) -> Result<(), String> {
+    code.clear();
+    let reserved = usize::try_from(raw_size)
+        .ok()
+        .filter(|&capacity| code.try_reserve(capacity).is_ok());
+    let Some(capacity) = reserved else {
+        return Err(format!("declares an impossible size ({raw_size} bytes)"));
+    };
+    if let Err(err) = decompressor.decompress_to_buffer(data, code) {
+        return Err(format!("does not decompress: {err}"));
+    }
+    if code.len() != capacity || blake3::hash(code).as_bytes().as_slice() != checksum {
+        return Err("fails its checksum".to_owned());
+    }
+    Ok(())
 }
 
 /// A deterministic compile error, as CPython reported it.

@@ -31,6 +31,7 @@
 //! INCREMENTAL from the first schema, so space can be given back later
 //! without an exclusive full VACUUM.
 
+mod archive;
 mod entries;
 mod gc;
 mod guard;
@@ -49,6 +50,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use archive::{EntryRow, FailureRow, Merged, Selection};
 pub use entries::{Blob, Lookup, NewEntry, NewFailure, StoredCode, StoredFailure};
 pub use gc::{AUTO_GC_TARGET_TENTHS, Eviction, Forgotten, Limits};
 pub use guard::current_uid;
@@ -479,19 +481,23 @@ pub(crate) mod testing {
     use super::Store;
     use crate::interpreter::{Profile, SourceHash};
 
-    /// A new store in a temp dir, holding one CPython 3.12 profile; returns
-    /// the dir (keep it alive), the store and the profile's id.
-    pub fn store_with_profile() -> (tempfile::TempDir, Store, i64) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("store.sqlite3")).unwrap();
-        let profile = Profile {
+    /// CPython 3.12.1's profile.
+    pub fn profile_312() -> Profile {
+        Profile {
             implementation: "cpython".into(),
             version: "3.12.1".into(),
             cache_tag: "cpython-312".into(),
             magic: *b"\xcb\x0d\x0d\x0a",
             source_hash: SourceHash::SipHash13,
-        };
-        let id = store.profile_id(&profile).unwrap();
+        }
+    }
+
+    /// A new store in a temp dir, holding [`profile_312`]; returns the dir
+    /// (keep it alive), the store and the profile's id.
+    pub fn store_with_profile() -> (tempfile::TempDir, Store, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("store.sqlite3")).unwrap();
+        let id = store.profile_id(&profile_312()).unwrap();
         (dir, store, id)
     }
 }

@@ -7,6 +7,7 @@
 mod support;
 
 mod access;
+mod archive;
 mod errors;
 mod exec;
 mod gc;
