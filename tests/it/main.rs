@@ -6,6 +6,7 @@
 
 mod support;
 
+mod crash;
 mod errors;
 mod exec;
 mod materialize;

@@ -302,6 +302,11 @@ impl KeyParams {
 /// Copies `python`'s standard library (no site-packages, no `__pycache__`)
 /// to `dest`; returns the number of `.py` files.
 pub fn copy_stdlib(python: &Python, dest: &Path) -> usize {
+    copy_tree(&stdlib_dir(python), dest)
+}
+
+/// Where `python`'s standard library lives.
+pub fn stdlib_dir(python: &Python) -> PathBuf {
     let output = python
         .command()
         .args([
@@ -312,8 +317,12 @@ pub fn copy_stdlib(python: &Python, dest: &Path) -> usize {
         ])
         .output()
         .unwrap();
-    let stdlib = PathBuf::from(String::from_utf8(output.stdout).unwrap().trim());
-    copy_tree(&stdlib, dest)
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}
+
+/// A small module of its own for each `index`.
+pub fn module_source(index: usize) -> String {
+    format!("VALUE = {index}\n\n\ndef value_{index}(x):\n    return x + VALUE\n")
 }
 
 /// Copies `from` to `to` (no `__pycache__`, no `site-packages`); returns the
