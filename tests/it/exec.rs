@@ -659,7 +659,12 @@ fn when_the_server_dies_imports_fall_back_with_one_warning() {
         "import sys, first\nprint('ready', flush=True)\nsys.stdin.readline()\nimport second, third\nprint(first.VALUE, second.VALUE, third.VALUE)\n",
     );
     let paused = Paused::start(&mut exec.exec(&["main.py"]));
-    let servers = rcache_processes_with(&exec.env.store);
+    // The server leads its own session; a compile worker it is starting
+    // runs rcache's binary too until it execs Python.
+    let servers: Vec<u32> = rcache_processes_with(&exec.env.store)
+        .into_iter()
+        .filter(|&pid| leads_its_session(pid))
+        .collect();
     assert_eq!(servers.len(), 1, "one server: {servers:?}");
     let killed = Command::new("kill")
         .args(["-KILL", &servers[0].to_string()])
@@ -724,6 +729,20 @@ fn stored_entries(store: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
         .unwrap()
         .map(Result::unwrap)
         .collect()
+}
+
+/// Whether process `pid` is the leader of its session (`setsid`).
+fn leads_its_session(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // After the command name in parentheses: state, ppid, pgrp, session.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    fields.get(3) == Some(&pid.to_string().as_str())
 }
 
 /// Pids of the processes running this test binary's rcache with `store`
