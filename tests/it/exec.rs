@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 use crate::support::{Python, TestEnv, covered, pythons, rcache_command};
 
 /// A project, a store and a private runtime dir for the server's socket.
-struct Exec {
-    env: TestEnv,
-    runtime: PathBuf,
-    python: Python,
+pub(crate) struct Exec {
+    pub(crate) env: TestEnv,
+    pub(crate) runtime: PathBuf,
+    pub(crate) python: Python,
 }
 
 impl Exec {
-    fn new(python: &Python) -> Self {
+    pub(crate) fn new(python: &Python) -> Self {
         let env = TestEnv::new();
         let runtime = env.path().join("run");
         std::fs::create_dir(&runtime).unwrap();
@@ -79,13 +79,15 @@ impl Exec {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("starting rcache exec");
-        let socket = self
-            .runtime
-            .join("rcache")
-            .join(format!("exec-{}.sock", child.id()));
+        let socket = self.socket_of(child.id());
         let output = child.wait_with_output().unwrap();
         wait_until_gone(&socket);
         output
+    }
+
+    /// The socket of the server of the `rcache exec` that has `pid`.
+    pub(crate) fn socket_of(&self, pid: u32) -> PathBuf {
+        self.runtime.join("rcache").join(format!("exec-{pid}.sock"))
     }
 
     /// Runs ARGS both ways; asserts the same stdout, stderr and status.
@@ -130,7 +132,7 @@ fn run_python(command: &mut Command) -> Output {
 }
 
 /// The server removes its socket last, once it has stored what it learnt.
-fn wait_until_gone(path: &Path) {
+pub(crate) fn wait_until_gone(path: &Path) {
     let start = Instant::now();
     while path.exists() {
         assert!(
@@ -747,7 +749,7 @@ fn leads_its_session(pid: u32) -> bool {
 
 /// Pids of the processes running this test binary's rcache with `store`
 /// on their command line (the server is a fork: same command line).
-fn rcache_processes_with(store: &Path) -> Vec<u32> {
+pub(crate) fn rcache_processes_with(store: &Path) -> Vec<u32> {
     let binary = std::fs::canonicalize(env!("CARGO_BIN_EXE_rcache")).unwrap();
     let store = store.as_os_str().as_encoded_bytes();
     std::fs::read_dir("/proc")

@@ -243,13 +243,16 @@ pub fn blobs(store: &Path) -> BTreeMap<String, Vec<u8>> {
         .unwrap()
         .map(|row| {
             let (key, data, checksum, raw_size) = row.unwrap();
-            let raw = zstd::decode_all(data.as_slice()).unwrap();
-            assert_eq!(raw.len() as i64, raw_size);
+            let key = hex(&key);
+            let raw = zstd::decode_all(data.as_slice())
+                .unwrap_or_else(|err| panic!("entry {key} does not decompress: {err}"));
+            assert_eq!(raw.len() as i64, raw_size, "size of entry {key}");
             assert_eq!(
                 blake3::hash(&raw).as_bytes().as_slice(),
-                checksum.as_slice()
+                checksum.as_slice(),
+                "checksum of entry {key}"
             );
-            (hex(&key), raw)
+            (key, raw)
         })
         .collect()
 }
