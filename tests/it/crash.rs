@@ -3,20 +3,20 @@
 //! and verifies clean, nothing committed is lost, and no half-written pyc
 //! ever sits under a final name.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::exec::{Exec, wait_until_gone};
+use crate::exec::{Exec, rcache_processes_with, wait_until_gone};
 use crate::materialize::loader_problems;
 use crate::support::{
     KeyParams, Python, TestEnv, any_python, blobs, code, copy_tree, covered, hex, module_source,
-    py_files, snapshot, stderr, stdlib_dir,
+    py_files, rcache_command, snapshot, stderr, stdlib_dir,
 };
 
 /// Eight rcache processes (with various `-j`) warming overlapping trees
@@ -529,4 +529,570 @@ fn stored_keys(store: &Path) -> BTreeSet<Vec<u8>> {
         .unwrap()
         .map(Result::unwrap)
         .collect()
+}
+
+/// Kills that must land while the command still runs.
+const MID_RUN_KILLS: usize = 50;
+/// The most commands the kill loop starts to get there.
+const MAX_KILLS: usize = 120;
+/// Longest plain wait before a kill.
+const MAX_WAIT: Duration = Duration::from_millis(400);
+/// Longest wait for a moment of interest (a commit, the first pyc) before
+/// killing anyway.
+const MAX_TRIGGER_WAIT: Duration = Duration::from_secs(1);
+
+/// Repeated `kill -9` at pseudo-random moments (seeded, see [`Rng`]) of one
+/// rcache command at a time on one store, rotating among [`ACTIONS`]: until
+/// at least 50 kills landed while the command ran (mid-compile, mid-commit,
+/// mid-write of pycs, mid-exec). After every kill the store opens (`rcache
+/// stats` exits 0) and verifies clean, every entry seen before is still
+/// there, and every pyc of the tree the command worked on is complete and
+/// accepted by CPython, or absent. At the end, temp files left by kills
+/// (backdated past rcache's age limit) are removed by the next
+/// `materialize`, which leaves every materialized tree complete. The summary
+/// also says how many kills cut a commit short (an uncommitted WAL tail)
+/// and how many left temp files: counts that depend on timing, reported,
+/// not asserted.
+#[test]
+fn repeated_kill_9_loses_nothing() {
+    let python = any_python();
+    let mut rng = Rng::from_env();
+    let mut lab = KillLab::new(&python);
+    let mut tally: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let (mut kills, mut mid_run, mut mid_commit, mut temps_seen) = (0, 0, 0, 0);
+    while mid_run < MID_RUN_KILLS && kills < MAX_KILLS {
+        let action = &ACTIONS[kills % ACTIONS.len()];
+        lab.round = kills;
+        let mut victim = (action.start)(&mut lab, &mut rng);
+        lab.processes += 1;
+        let moment = Moment::draw(&mut rng, &victim);
+        victim.wait_for(&moment, &lab.wal());
+        let running = victim.kill(lab.lab.store());
+        quiesce(
+            lab.lab.store(),
+            victim.server.as_ref().map(|(socket, _)| socket),
+        );
+        mid_commit += usize::from(uncommitted_wal_tail(&lab.wal()));
+        kills += 1;
+        let counts = tally.entry(action.name).or_default();
+        counts.0 += 1;
+        if running {
+            mid_run += 1;
+            counts.1 += 1;
+        }
+        let context = format!(
+            "kill {kills} ({}, {moment:?}, seed {})",
+            action.name, rng.seed
+        );
+        temps_seen += lab.check_after_kill(&victim, &context);
+    }
+    let (entries, leftover) = lab.finish();
+    let by_action: Vec<String> = tally
+        .iter()
+        .map(|(name, (all, running))| format!("{name} {running}/{all}"))
+        .collect();
+    eprintln!(
+        "crash::repeated_kill_9_loses_nothing: seed {}, {} rcache processes run, {kills} kills, {mid_run} mid-run ({}), {mid_commit} mid-commit, {temps_seen} temp files seen after kills, {leftover} left at the end and removed, {entries} entries at the end, {} entries lost",
+        rng.seed,
+        lab.processes,
+        by_action.join(", "),
+        lab.lost
+    );
+    assert_eq!(lab.lost, 0, "entries lost, first {:?}", lab.first_loss);
+    assert!(
+        mid_run >= MID_RUN_KILLS,
+        "only {mid_run} of {kills} kills landed while the command ran"
+    );
+    covered("crash::repeated_kill_9_loses_nothing", &[python]);
+}
+
+/// A command the kill loop starts, to be killed. Add `rcache gc` here once
+/// it exists.
+struct Action {
+    name: &'static str,
+    start: fn(&mut KillLab, &mut Rng) -> Victim,
+}
+
+const ACTIONS: &[Action] = &[
+    Action {
+        name: "warm",
+        start: KillLab::warm,
+    },
+    Action {
+        name: "materialize",
+        start: KillLab::materialize,
+    },
+    Action {
+        name: "materialize checked-hash",
+        start: KillLab::materialize_checked_hash,
+    },
+    Action {
+        name: "exec (program killed)",
+        start: |lab, _| lab.exec(false),
+    },
+    Action {
+        name: "exec (program and server killed)",
+        start: |lab, _| lab.exec(true),
+    },
+];
+
+/// New modules a `warm` of the kill loop compiles.
+const WARM_NEW: usize = 120;
+/// Modules of the `base` tree, warmed before the first kill: the program of
+/// every `exec` imports them all from there.
+const BASE: usize = 400;
+/// Warm modules every `materialize` tree of the kill loop holds, and those
+/// it takes from the last `warm` (which may have been killed before
+/// storing them) and its own new ones.
+const MATERIALIZE_WARM: usize = 120;
+const MATERIALIZE_FROM_LAST_WARM: usize = 30;
+const MATERIALIZE_NEW: usize = 20;
+/// New modules the program of an `exec` imports (and every warm one, from
+/// where the store learnt them).
+const EXEC_NEW: usize = 60;
+
+/// The kill loop's store and trees, what it has seen, and what it counts.
+struct KillLab {
+    lab: Lab,
+    /// The kill loop's round, naming each round's tree and contents.
+    round: usize,
+    /// Contents of the last `warm` tree.
+    last_warm: Option<String>,
+    /// Trees `materialize` worked on, the last one last.
+    materialized: Vec<PathBuf>,
+    /// Every key seen in the store so far.
+    seen: BTreeSet<Vec<u8>>,
+    /// Keys seen once and missing later, and after which kill that was
+    /// first noticed.
+    lost: usize,
+    first_loss: Option<String>,
+    /// rcache processes started.
+    processes: usize,
+}
+
+impl KillLab {
+    /// A store holding the `base` tree's contents.
+    fn new(python: &Python) -> Self {
+        let lab = Lab::new(python);
+        lab.write_modules("base", &family("base", BASE));
+        let output = lab.rcache(&["warm", "base"]).output().unwrap();
+        assert_eq!(code(&output), 0, "{}", stderr(&output));
+        Self {
+            seen: stored_keys(lab.store()),
+            lab,
+            round: 0,
+            last_warm: None,
+            materialized: Vec::new(),
+            lost: 0,
+            first_loss: None,
+            processes: 1,
+        }
+    }
+
+    fn wal(&self) -> PathBuf {
+        let mut wal = self.lab.store().as_os_str().to_owned();
+        wal.push("-wal");
+        PathBuf::from(wal)
+    }
+
+    /// Starts `rcache ARGS` on its own.
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.lab
+            .rcache(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// `warm` of a tree of new contents: mid-compile and mid-commit.
+    fn warm(&mut self, rng: &mut Rng) -> Victim {
+        let name = format!("warm{}", self.round);
+        self.lab.write_modules(&name, &family(&name, WARM_NEW));
+        self.last_warm = Some(name.clone());
+        let jobs = (1 + rng.below(2)).to_string();
+        let child = self.spawn(&["-j", &jobs, "warm", &name]);
+        Victim::new(child, self.lab.tree(&name))
+    }
+
+    /// `materialize` into a new tree from a partly warm store: mostly
+    /// mid-write of pycs, the first of which is the marker.
+    fn materialize(&mut self, rng: &mut Rng) -> Victim {
+        let name = format!("materialize{}", self.round);
+        let mut modules = family("base", MATERIALIZE_WARM);
+        if let Some(last) = &self.last_warm {
+            modules.extend(family(last, MATERIALIZE_FROM_LAST_WARM));
+        }
+        modules.extend(family(&name, MATERIALIZE_NEW));
+        self.lab.write_modules(&name, &modules);
+        let tree = self.lab.tree(&name);
+        self.materialized.push(tree.clone());
+        let jobs = (1 + rng.below(2)).to_string();
+        let child = self.spawn(&["-j", &jobs, "materialize", &name]);
+        self.writing_pycs(child, tree)
+    }
+
+    /// `materialize --mode checked-hash` over the last materialized tree:
+    /// each pyc is replaced by one of the other mode.
+    fn materialize_checked_hash(&mut self, rng: &mut Rng) -> Victim {
+        let tree = self.materialized.last().expect("materialize ran").clone();
+        let jobs = (1 + rng.below(2)).to_string();
+        let child = self.spawn(&[
+            "-j",
+            &jobs,
+            "materialize",
+            "--mode",
+            "checked-hash",
+            tree.to_str().unwrap(),
+        ]);
+        self.writing_pycs(child, tree)
+    }
+
+    /// A victim whose marker is the first pyc rcache writes in `tree`
+    /// (threads take contiguous runs of the sorted sources).
+    fn writing_pycs(&self, child: Child, tree: PathBuf) -> Victim {
+        let first = py_files(&tree).into_iter().min().unwrap();
+        let mut victim = Victim::new(child, tree);
+        victim.marker = Some(rcache::pyc::cache_path(
+            &first,
+            &self.lab.cache_tag,
+            0,
+            None,
+        ));
+        victim.pycs = true;
+        victim
+    }
+
+    /// `rcache exec` of a program importing new modules from its tree and
+    /// the warm ones from the `base` tree; its server compiles the new ones
+    /// beside it and stores them after it. The program is killed, and with
+    /// `and_server` its server too.
+    fn exec(&mut self, and_server: bool) -> Victim {
+        let name = format!("exec{}", self.round);
+        let mut modules = family(&name, EXEC_NEW);
+        self.lab.write_modules(&name, &modules);
+        modules.extend(family("base", BASE));
+        let program = main_program(&modules, Some(&self.lab.tree("base")));
+        self.lab.write(&format!("{name}/main.py"), &program);
+        let tree = self.lab.tree(&name);
+        let child = self
+            .lab
+            .rcache(&["exec", "main.py"])
+            .current_dir(&tree)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let socket = self.lab.kit.socket_of(child.id());
+        let mut victim = Victim::new(child, tree);
+        victim.server = Some((socket, and_server));
+        victim.commits = and_server;
+        victim
+    }
+
+    /// Checks the store and the victim's tree after a kill (see
+    /// [`repeated_kill_9_loses_nothing`]); returns the temp files found.
+    fn check_after_kill(&mut self, victim: &Victim, context: &str) -> usize {
+        let store = self.lab.store();
+        let mut stats = rcache_command(self.lab.root());
+        stats.arg("--store").arg(store).args(["--json", "stats"]);
+        let output = stats.output().unwrap();
+        self.processes += 1;
+        assert_eq!(code(&output), 0, "{context}: {}", stderr(&output));
+        let stats: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        verify_store(store);
+        let keys = stored_keys(store);
+        assert_eq!(stats["entries"], keys.len(), "{context}");
+        self.count_lost(keys, context);
+        let pycaches = Pycaches::under(&victim.tree, &self.lab.cache_tag);
+        if !victim.pycs {
+            assert!(
+                pycaches.is_empty(),
+                "{context}: pycs in {}",
+                victim.tree.display()
+            );
+        }
+        assert!(
+            pycaches.strays.is_empty(),
+            "{context}: {:?}",
+            pycaches.strays
+        );
+        if !pycaches.with_pyc.is_empty() {
+            let with_pyc: Vec<&PathBuf> = pycaches.with_pyc.iter().collect();
+            let problems = loader_problems(self.lab.python(), &with_pyc);
+            assert!(problems.is_empty(), "{context}: {problems}");
+        }
+        pycaches.temps.len()
+    }
+
+    /// After the last kill: backdates the temp files kills left by two
+    /// minutes, then one `materialize` of every materialized tree must
+    /// remove them and leave every pyc in place; returns (entries at the
+    /// end, temp files that were left).
+    fn finish(&mut self) -> (usize, usize) {
+        let backdated = SystemTime::now() - Duration::from_secs(120);
+        let mut leftover = 0;
+        for tree in &self.materialized {
+            for temp in temp_files(tree) {
+                let file = std::fs::File::options().write(true).open(&temp).unwrap();
+                file.set_modified(backdated).unwrap();
+                leftover += 1;
+            }
+        }
+        let mut args = vec!["--json".to_owned(), "materialize".to_owned()];
+        args.extend(
+            self.materialized
+                .iter()
+                .map(|tree| tree.display().to_string()),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = self.lab.rcache(&args).output().unwrap();
+        self.processes += 1;
+        assert_eq!(code(&output), 0, "{}", stderr(&output));
+        let temps = temp_files(self.lab.root());
+        assert!(temps.is_empty(), "temp files left: {temps:?}");
+        let sources: Vec<PathBuf> = self
+            .materialized
+            .iter()
+            .flat_map(|tree| py_files(tree))
+            .collect();
+        let problems = loader_problems(self.lab.python(), &sources.iter().collect::<Vec<_>>());
+        assert!(problems.is_empty(), "{problems}");
+        verify_store(self.lab.store());
+        let keys = stored_keys(self.lab.store());
+        let entries = keys.len();
+        self.count_lost(keys, "the last materialize");
+        (entries, leftover)
+    }
+
+    /// Counts the keys seen before that `keys` (the store now) lacks.
+    fn count_lost(&mut self, keys: BTreeSet<Vec<u8>>, context: &str) {
+        let lost = self.seen.difference(&keys).count();
+        if lost > 0 && self.first_loss.is_none() {
+            self.first_loss = Some(format!("{lost} after {context}"));
+        }
+        self.lost += lost;
+        self.seen.extend(keys);
+    }
+}
+
+/// `count` modules of their own, made distinct by `name`, in dir `name`.
+fn family(name: &str, count: usize) -> Vec<Module> {
+    (0..count)
+        .map(|index| Module::new(name, index, tagged_source(index, name)))
+        .collect()
+}
+
+/// A running command of the kill loop.
+struct Victim {
+    child: Child,
+    /// The tree it works on.
+    tree: PathBuf,
+    /// Whether it writes pycs there.
+    pycs: bool,
+    /// Whether what is killed writes the store (the program that `rcache
+    /// exec` became does not: its server does).
+    commits: bool,
+    /// A file whose appearance or replacement marks a moment of interest.
+    marker: Option<PathBuf>,
+    /// `rcache exec`: its server's socket, and whether to kill the server.
+    server: Option<(PathBuf, bool)>,
+}
+
+impl Victim {
+    fn new(child: Child, tree: PathBuf) -> Self {
+        Self {
+            child,
+            tree,
+            pycs: false,
+            commits: true,
+            marker: None,
+            server: None,
+        }
+    }
+
+    /// Whether what is to be killed still runs: the command (for `exec`,
+    /// the program), and the server when it is to be killed too.
+    fn running(&mut self) -> bool {
+        let program = self.child.try_wait().unwrap().is_none();
+        match &self.server {
+            Some((socket, true)) => program || socket.exists(),
+            _ => program,
+        }
+    }
+
+    /// Returns at `moment`, or as soon as there is nothing left to kill.
+    fn wait_for(&mut self, moment: &Moment, wal: &Path) {
+        let start = Instant::now();
+        let wal_len = || std::fs::metadata(wal).map_or(0, |metadata| metadata.len());
+        let marker = self.marker.clone();
+        let marker_state = || {
+            use std::os::unix::fs::MetadataExt as _;
+            marker
+                .as_ref()
+                .and_then(|path| std::fs::metadata(path).ok())
+                .map(|metadata| metadata.ino())
+        };
+        let (mut last_wal, mut wal_growths) = (wal_len(), 0);
+        let first_marker = marker_state();
+        let mut marker_changed: Option<Duration> = None;
+        while self.running() {
+            let now = start.elapsed();
+            let due = match *moment {
+                Moment::After(wait) => now >= wait,
+                Moment::WalGrowth(count) => {
+                    let len = wal_len();
+                    if len > last_wal {
+                        wal_growths += 1;
+                    }
+                    last_wal = len;
+                    wal_growths >= count || now >= MAX_TRIGGER_WAIT
+                }
+                Moment::AfterMarker(wait) => {
+                    if marker_changed.is_none() && marker_state() != first_marker {
+                        marker_changed = Some(now);
+                    }
+                    marker_changed.is_some_and(|at| now >= at + wait) || now >= MAX_TRIGGER_WAIT
+                }
+            };
+            if due {
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+
+    /// SIGKILL to the command (and to its server, when that is to be killed:
+    /// every rcache process on `store`), then reaps it; returns whether
+    /// anything to be killed was still running.
+    fn kill(&mut self, store: &Path) -> bool {
+        let running = self.running();
+        let _ = self.child.kill();
+        if let Some((_, true)) = self.server {
+            for pid in rcache_processes_with(store) {
+                sigkill(pid);
+            }
+        }
+        self.child.wait().unwrap();
+        running
+    }
+}
+
+/// When to kill.
+#[derive(Debug)]
+enum Moment {
+    /// After this long.
+    After(Duration),
+    /// At the `n`th time the store's `-wal` file is seen to have grown:
+    /// while (or just after) a commit appends its pages.
+    WalGrowth(u32),
+    /// This long after the marker file appeared or was replaced: amid the
+    /// pyc writes.
+    AfterMarker(Duration),
+}
+
+impl Moment {
+    /// Half the time (always, for a victim that writes no store) a plain
+    /// wait of 0–400 ms; else amid the pyc writes of a victim with a
+    /// marker, or at one of its commits.
+    fn draw(rng: &mut Rng, victim: &Victim) -> Self {
+        match rng.below(4) {
+            2 if victim.marker.is_some() => Self::AfterMarker(Duration::from_millis(rng.below(30))),
+            2 | 3 if victim.commits => Self::WalGrowth(1 + rng.below(4) as u32),
+            _ => Self::After(Duration::from_millis(
+                rng.below(MAX_WAIT.as_millis() as u64 + 1),
+            )),
+        }
+    }
+}
+
+/// Whether the WAL at `wal` ends in frames that no commit frame covers (or
+/// in a frame cut short): a transaction was being written when its process
+/// died. Read before any connection recovers the store, which deletes the
+/// WAL when it closes, so a victim's WAL holds its own frames only (or,
+/// after a checkpoint restarted it, older committed ones past them).
+fn uncommitted_wal_tail(wal: &Path) -> bool {
+    const HEADER: usize = 32;
+    const FRAME_HEADER: usize = 24;
+    let Ok(bytes) = std::fs::read(wal) else {
+        return false;
+    };
+    if bytes.len() < HEADER {
+        return false;
+    }
+    let field = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    let frame = FRAME_HEADER + field(8) as usize;
+    let frames = bytes.len() - HEADER;
+    if frames % frame != 0 {
+        return true;
+    }
+    // The last frame's "database size after commit" is 0 unless it commits.
+    frames > 0 && field(bytes.len() - frame + 4) == 0
+}
+
+/// Waits until no rcache process works on `store` any more (an exec server
+/// that outlived its program finishes storing), then removes `socket`,
+/// which a killed server leaves behind.
+fn quiesce(store: &Path, socket: Option<&PathBuf>) {
+    let start = Instant::now();
+    while !rcache_processes_with(store).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "rcache processes on {} did not end",
+            store.display()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    if let Some(socket) = socket {
+        let _ = std::fs::remove_file(socket);
+    }
+}
+
+/// SIGKILL to `pid`, one of this test's own processes (an exec server,
+/// which is no child of ours: a detached grandchild).
+#[allow(unsafe_code)]
+fn sigkill(pid: u32) {
+    // SAFETY: kill(2) takes a pid and a signal and touches no memory; the
+    // process may already be gone, which is fine.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+/// The kill loop's schedule: xorshift64* from `RCACHE_TEST_SEED` (decimal),
+/// or a fixed seed.
+struct Rng {
+    seed: u64,
+    state: u64,
+}
+
+impl Rng {
+    fn from_env() -> Self {
+        let seed = std::env::var("RCACHE_TEST_SEED")
+            .ok()
+            .map_or(0x5eed_c4a5_0000_0001, |seed| {
+                seed.parse().expect("RCACHE_TEST_SEED is a number")
+            });
+        eprintln!("crash: seed {seed} (RCACHE_TEST_SEED={seed} replays this schedule)");
+        Self {
+            seed,
+            state: seed | 1,
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.state = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..bound`.
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
 }
