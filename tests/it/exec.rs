@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 use crate::support::{Python, TestEnv, covered, pythons, rcache_command};
 
 /// A project, a store and a private runtime dir for the server's socket.
-struct Exec {
-    env: TestEnv,
-    runtime: PathBuf,
-    python: Python,
+pub(crate) struct Exec {
+    pub(crate) env: TestEnv,
+    pub(crate) runtime: PathBuf,
+    pub(crate) python: Python,
 }
 
 impl Exec {
-    fn new(python: &Python) -> Self {
+    pub(crate) fn new(python: &Python) -> Self {
         let env = TestEnv::new();
         let runtime = env.path().join("run");
         std::fs::create_dir(&runtime).unwrap();
@@ -79,13 +79,15 @@ impl Exec {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("starting rcache exec");
-        let socket = self
-            .runtime
-            .join("rcache")
-            .join(format!("exec-{}.sock", child.id()));
+        let socket = self.socket_of(child.id());
         let output = child.wait_with_output().unwrap();
         wait_until_gone(&socket);
         output
+    }
+
+    /// The socket of the server of the `rcache exec` that has `pid`.
+    pub(crate) fn socket_of(&self, pid: u32) -> PathBuf {
+        self.runtime.join("rcache").join(format!("exec-{pid}.sock"))
     }
 
     /// Runs ARGS both ways; asserts the same stdout, stderr and status.
@@ -130,7 +132,7 @@ fn run_python(command: &mut Command) -> Output {
 }
 
 /// The server removes its socket last, once it has stored what it learnt.
-fn wait_until_gone(path: &Path) {
+pub(crate) fn wait_until_gone(path: &Path) {
     let start = Instant::now();
     while path.exists() {
         assert!(
@@ -659,7 +661,12 @@ fn when_the_server_dies_imports_fall_back_with_one_warning() {
         "import sys, first\nprint('ready', flush=True)\nsys.stdin.readline()\nimport second, third\nprint(first.VALUE, second.VALUE, third.VALUE)\n",
     );
     let paused = Paused::start(&mut exec.exec(&["main.py"]));
-    let servers = rcache_processes_with(&exec.env.store);
+    // The server leads its own session; a compile worker it is starting
+    // runs rcache's binary too until it execs Python.
+    let servers: Vec<u32> = rcache_processes_with(&exec.env.store)
+        .into_iter()
+        .filter(|&pid| leads_its_session(pid))
+        .collect();
     assert_eq!(servers.len(), 1, "one server: {servers:?}");
     let killed = Command::new("kill")
         .args(["-KILL", &servers[0].to_string()])
@@ -726,9 +733,23 @@ fn stored_entries(store: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
         .collect()
 }
 
+/// Whether process `pid` is the leader of its session (`setsid`).
+fn leads_its_session(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // After the command name in parentheses: state, ppid, pgrp, session.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    fields.get(3) == Some(&pid.to_string().as_str())
+}
+
 /// Pids of the processes running this test binary's rcache with `store`
 /// on their command line (the server is a fork: same command line).
-fn rcache_processes_with(store: &Path) -> Vec<u32> {
+pub(crate) fn rcache_processes_with(store: &Path) -> Vec<u32> {
     let binary = std::fs::canonicalize(env!("CARGO_BIN_EXE_rcache")).unwrap();
     let store = store.as_os_str().as_encoded_bytes();
     std::fs::read_dir("/proc")

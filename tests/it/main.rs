@@ -8,6 +8,7 @@ mod support;
 
 mod access;
 mod archive;
+mod crash;
 mod errors;
 mod exec;
 mod gc;

@@ -135,7 +135,9 @@ fn cache_path(python: &Python, source: &Path) -> PathBuf {
     rcache::pyc::cache_path(source, &tag, 0, None)
 }
 
-fn loader_problems(python: &Python, sources: &[&PathBuf]) -> String {
+/// What [`ACCEPTED`] prints for `sources`: empty when CPython's loader takes
+/// the pyc of each as it is and it loads equal to a fresh compile.
+pub(crate) fn loader_problems(python: &Python, sources: &[&PathBuf]) -> String {
     let mut listing = String::new();
     for source in sources {
         let _ = writeln!(listing, "{}", source.display());

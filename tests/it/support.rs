@@ -248,13 +248,16 @@ pub fn blobs(store: &Path) -> BTreeMap<String, Vec<u8>> {
         .unwrap()
         .map(|row| {
             let (key, data, checksum, raw_size) = row.unwrap();
-            let raw = zstd::decode_all(data.as_slice()).unwrap();
-            assert_eq!(raw.len() as i64, raw_size);
+            let key = hex(&key);
+            let raw = zstd::decode_all(data.as_slice())
+                .unwrap_or_else(|err| panic!("entry {key} does not decompress: {err}"));
+            assert_eq!(raw.len() as i64, raw_size, "size of entry {key}");
             assert_eq!(
                 blake3::hash(&raw).as_bytes().as_slice(),
-                checksum.as_slice()
+                checksum.as_slice(),
+                "checksum of entry {key}"
             );
-            (hex(&key), raw)
+            (key, raw)
         })
         .collect()
 }
@@ -307,6 +310,11 @@ impl KeyParams {
 /// Copies `python`'s standard library (no site-packages, no `__pycache__`)
 /// to `dest`; returns the number of `.py` files.
 pub fn copy_stdlib(python: &Python, dest: &Path) -> usize {
+    copy_tree(&stdlib_dir(python), dest)
+}
+
+/// Where `python`'s standard library lives.
+pub fn stdlib_dir(python: &Python) -> PathBuf {
     let output = python
         .command()
         .args([
@@ -317,8 +325,12 @@ pub fn copy_stdlib(python: &Python, dest: &Path) -> usize {
         ])
         .output()
         .unwrap();
-    let stdlib = PathBuf::from(String::from_utf8(output.stdout).unwrap().trim());
-    copy_tree(&stdlib, dest)
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}
+
+/// A small module of its own for each `index`.
+pub fn module_source(index: usize) -> String {
+    format!("VALUE = {index}\n\n\ndef value_{index}(x):\n    return x + VALUE\n")
 }
 
 /// Copies `from` to `to` (no `__pycache__`, no `site-packages`); returns the
