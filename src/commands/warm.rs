@@ -104,14 +104,10 @@ pub(super) fn print(global: &GlobalConfig, summary: &Summary, verb: &str) -> any
             writeln!(stderr, "{warning}")?;
         }
     }
-    if global.json {
-        let mut stdout = std::io::stdout().lock();
-        serde_json::to_writer(&mut stdout, summary)?;
-        writeln!(stdout)?;
-    } else if global.verbosity != Verbosity::Quiet {
-        writeln!(stderr, "{verb} {}", summary.headline())?;
-    }
-    Ok(())
+    drop(stderr);
+    super::print_result(global, &[], summary, || {
+        format!("{verb} {}", summary.headline())
+    })
 }
 
 /// A virtualenv made for another Python gets bytecode it will never use.
