@@ -10,7 +10,9 @@
 //!
 //! Temp files a killed rcache left behind (`.rcache-*.tmp`, written then
 //! renamed into place within milliseconds) are removed once they are
-//! [`STALE_TEMP_AGE`] old, so a concurrent run's are never touched.
+//! [`STALE_TEMP_AGE`] old, so a concurrent run's are never touched: in the
+//! `__pycache__` dirs swept, beside the store when it is opened, and beside
+//! an archive being exported ([`remove_stale_temps`]).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -161,9 +163,23 @@ impl Sweeper<'_> {
     }
 }
 
+/// Removes the temp files a killed rcache left in `dir` (a store being
+/// created or rebuilt beside the store, an archive being exported), once
+/// they are old enough not to be another run's work in progress.
+pub fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if is_stale_temp(entry.file_name().as_encoded_bytes(), &entry) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Whether `name` is a temp file of rcache's (a pyc, a store being made or
 /// rebuilt) old enough to be left behind by a killed run.
-pub fn is_stale_temp(name: &[u8], entry: &std::fs::DirEntry) -> bool {
+fn is_stale_temp(name: &[u8], entry: &std::fs::DirEntry) -> bool {
     name.starts_with(b".rcache-")
         && name.ends_with(b".tmp")
         && entry

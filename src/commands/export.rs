@@ -9,8 +9,9 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -68,68 +69,19 @@ pub fn export(global: &GlobalConfig, config: &ExportConfig) -> anyhow::Result<Ex
     let selection = keys
         .as_deref()
         .map_or(Selection::Everything, Selection::Keys);
-
-    let archive = &config.archive;
-    let dir = archive.parent().unwrap_or(Path::new("/"));
-    let temp = tempfile::Builder::new()
-        .prefix(".rcache-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in `{}`", dir.display()))?;
-    let cannot_write = || format!("cannot write `{}`", temp.path().display());
-    let writer = temp
-        .as_file()
-        .try_clone()
-        .and_then(|file| Writer::new(BufWriter::new(file)))
-        .with_context(cannot_write)?;
-    let mut exporter = Exporter {
-        writer,
-        profiles: &profiles,
-        numbers: HashMap::new(),
-        decompressor: zstd::bulk::Decompressor::new().context("cannot start zstd")?,
-        scratch: Vec::new(),
-        entries: 0,
-        failures: 0,
-        store: store.path().to_owned(),
-        skipped: Vec::new(),
+    let Some(written) = write_archive(&store, selection, &profiles, &config.archive)? else {
+        writeln!(std::io::stderr(), "interrupted; no archive written")?;
+        return Ok(ExitStatus::Interrupted);
     };
-    let read = store.reading(|| -> anyhow::Result<()> {
-        store.for_each_entry(selection, |id, entry| exporter.entry(id, &entry))?;
-        store.for_each_failure(selection, |id, failure| exporter.failure(id, &failure))
-    });
-    match read {
-        Err(err) if err.is::<Interrupted>() => {
-            writeln!(std::io::stderr(), "interrupted; no archive written")?;
-            return Ok(ExitStatus::Interrupted);
-        }
-        result => result.with_context(cannot_write)?,
-    }
-    let Exporter {
-        writer,
-        numbers,
-        entries,
-        failures,
-        skipped,
-        ..
-    } = exporter;
-    let (output, bytes) = writer.finish().with_context(cannot_write)?;
-    output
-        .into_inner()
-        .map_err(std::io::IntoInnerError::into_error)
-        .and_then(|file| file.sync_all())
-        .with_context(cannot_write)?;
-    temp.persist(archive)
-        .with_context(|| format!("cannot write `{}`", archive.display()))?;
-
-    let skipped_corrupt = skipped.len() as u64;
-    errors.extend(skipped);
+    let skipped_corrupt = written.skipped.len() as u64;
+    errors.extend(written.skipped);
     let summary = Exported {
-        archive: archive.display().to_string(),
+        archive: config.archive.display().to_string(),
         files,
-        profiles: numbers.len() as u64,
-        entries,
-        failures,
-        bytes,
+        profiles: written.profiles,
+        entries: written.entries,
+        failures: written.failures,
+        bytes: written.bytes,
         skipped_corrupt,
         seconds: start.elapsed().as_secs_f64(),
         errors,
@@ -142,9 +94,74 @@ pub fn export(global: &GlobalConfig, config: &ExportConfig) -> anyhow::Result<Ex
     })
 }
 
+/// What went into an archive.
+struct Written {
+    profiles: u64,
+    entries: u64,
+    failures: u64,
+    /// Size of the archive.
+    bytes: u64,
+    /// Rows left out, and why.
+    skipped: Vec<Failure>,
+}
+
+/// Writes the selected rows to `archive`, through a temp file beside it
+/// that is renamed over it once complete; `None` after Ctrl-C, with
+/// nothing written.
+fn write_archive(
+    store: &Store,
+    selection: Selection<'_>,
+    profiles: &HashMap<i64, Profile>,
+    archive: &Path,
+) -> anyhow::Result<Option<Written>> {
+    let dir = archive.parent().unwrap_or(Path::new("/"));
+    crate::sweep::remove_stale_temps(dir);
+    let temp = tempfile::Builder::new()
+        .prefix(".rcache-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in `{}`", dir.display()))?;
+    let writer = temp
+        .as_file()
+        .try_clone()
+        .and_then(|file| Writer::new(BufWriter::new(file)))
+        .with_context(|| cannot_write(archive))?;
+    let mut exporter = Exporter {
+        writer,
+        archive,
+        store: store.path(),
+        profiles,
+        numbers: HashMap::new(),
+        decompressor: zstd::bulk::Decompressor::new().context("cannot start zstd")?,
+        scratch: Vec::new(),
+        entries: 0,
+        failures: 0,
+        skipped: Vec::new(),
+    };
+    let read = store.reading(|| -> anyhow::Result<()> {
+        store.for_each_entry(selection, |id, entry| exporter.entry(id, &entry))?;
+        store.for_each_failure(selection, |id, failure| exporter.failure(id, &failure))
+    });
+    match read {
+        Err(err) if err.is::<Interrupted>() => return Ok(None),
+        result => result?,
+    }
+    let written = exporter.finish()?;
+    temp.persist(archive)
+        .with_context(|| cannot_write(archive))?;
+    Ok(Some(written))
+}
+
+fn cannot_write(archive: &Path) -> String {
+    format!("cannot write `{}`", archive.display())
+}
+
 /// Writes rows into the archive, each profile just before its first row.
-struct Exporter<'a, W: Write> {
-    writer: Writer<W>,
+struct Exporter<'a> {
+    writer: Writer<BufWriter<File>>,
+    /// The archive and the store, which messages name.
+    archive: &'a Path,
+    store: &'a Path,
     /// The store's profiles, by id.
     profiles: &'a HashMap<i64, Profile>,
     /// The archive number of each profile written, by id.
@@ -154,13 +171,11 @@ struct Exporter<'a, W: Write> {
     scratch: Vec<u8>,
     entries: u64,
     failures: u64,
-    /// The store, which reports name.
-    store: PathBuf,
     /// Rows left out, and why.
     skipped: Vec<Failure>,
 }
 
-impl<W: Write> Exporter<'_, W> {
+impl Exporter<'_> {
     fn entry(&mut self, profile_id: i64, entry: &EntryRow) -> anyhow::Result<()> {
         if interrupt::requested() {
             return Err(Interrupted.into());
@@ -168,7 +183,9 @@ impl<W: Write> Exporter<'_, W> {
         let checked = entry.check(&mut self.decompressor, &mut self.scratch);
         match (checked, self.number(profile_id)?) {
             (Ok(()), Some(number)) => {
-                self.writer.entry(number, entry)?;
+                self.writer
+                    .entry(number, entry)
+                    .with_context(|| cannot_write(self.archive))?;
                 self.entries += 1;
             }
             (Err(why), _) => self.skip(&entry.key, entry.optimize, profile_id, &why),
@@ -186,23 +203,50 @@ impl<W: Write> Exporter<'_, W> {
 
     fn failure(&mut self, profile_id: i64, failure: &FailureRow) -> anyhow::Result<()> {
         if let Some(number) = self.number(profile_id)? {
-            self.writer.failure(number, failure)?;
+            self.writer
+                .failure(number, failure)
+                .with_context(|| cannot_write(self.archive))?;
             self.failures += 1;
         }
         Ok(())
     }
 
+    /// Writes the trailer and makes the archive durable.
+    fn finish(self) -> anyhow::Result<Written> {
+        let bytes = self
+            .writer
+            .finish()
+            .and_then(|(output, bytes)| {
+                let file = output
+                    .into_inner()
+                    .map_err(std::io::IntoInnerError::into_error)?;
+                file.sync_all()?;
+                Ok(bytes)
+            })
+            .with_context(|| cannot_write(self.archive))?;
+        Ok(Written {
+            profiles: self.numbers.len() as u64,
+            entries: self.entries,
+            failures: self.failures,
+            bytes,
+            skipped: self.skipped,
+        })
+    }
+
     /// The archive number of a profile, writing the profile first if this
-    /// is its first row; `None` for a profile the store has no (intact)
-    /// row for.
-    fn number(&mut self, profile_id: i64) -> std::io::Result<Option<u32>> {
+    /// is its first row; `None` for a profile the store has no intact row
+    /// for.
+    fn number(&mut self, profile_id: i64) -> anyhow::Result<Option<u32>> {
         if let Some(number) = self.numbers.get(&profile_id) {
             return Ok(Some(*number));
         }
         let Some(profile) = self.profiles.get(&profile_id) else {
             return Ok(None);
         };
-        let number = self.writer.profile(profile)?;
+        let number = self
+            .writer
+            .profile(profile)
+            .with_context(|| cannot_write(self.archive))?;
         self.numbers.insert(profile_id, number);
         Ok(Some(number))
     }

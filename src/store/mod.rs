@@ -186,7 +186,7 @@ impl Store {
         guard::check_private(path)?;
         let read_only = guard::read_only_reason(path);
         if read_only.is_none() {
-            remove_stale_temps(dir);
+            crate::sweep::remove_stale_temps(dir);
         }
         let open_error = |source| Error::Open {
             path: path.to_owned(),
@@ -374,20 +374,6 @@ fn immutable_uri(path: &Path) -> OsString {
     }
     uri.extend(b"?immutable=1");
     std::os::unix::ffi::OsStringExt::from_vec(uri)
-}
-
-/// Removes temp files a killed rcache left beside the store (a store being
-/// created, a rebuild), once they are old enough not to be another run's
-/// work in progress.
-fn remove_stale_temps(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if crate::sweep::is_stale_temp(entry.file_name().as_encoded_bytes(), &entry) {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
 }
 
 /// The directory holding `path` (`.` for a bare file name).
