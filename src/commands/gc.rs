@@ -40,16 +40,17 @@ pub fn gc(global: &GlobalConfig, args: &GcArgs) -> anyhow::Result<ExitStatus> {
         Forgotten::default()
     };
     let records_removed = store.forget_gone_files(dry_run)?;
-    let eviction = store.plan_eviction(Limits {
+    let limits = Limits {
         max_size: Some(global.max_size),
         max_age: args.max_age,
-    })?;
-    let bytes_after = if dry_run {
-        bytes_before.saturating_sub(eviction.bytes)
+    };
+    let (eviction, bytes_after) = if dry_run {
+        let planned = store.plan_eviction(limits)?;
+        let after = bytes_before.saturating_sub(planned.bytes);
+        (planned, after)
     } else {
-        store.evict(&eviction)?;
-        store.give_back_space()?;
-        store.file_bytes()?
+        let evicted = store.evict_to(limits)?;
+        (evicted, store.file_bytes()?)
     };
     let collected = Collected {
         store: store.path().display().to_string(),

@@ -23,6 +23,8 @@ use crate::pyc::os_string_from_bytes;
 
 /// Rows deleted per write transaction.
 const DELETE_BATCH: usize = 512;
+/// How many times [`Store::evict_to`] measures and evicts again.
+const EVICTION_ROUNDS: usize = 4;
 /// Pages handed back per write transaction (8 MiB of 4 KiB pages).
 const VACUUM_BATCH_PAGES: u32 = 2048;
 /// What a row costs beyond its variable-size columns: the fixed columns,
@@ -306,13 +308,40 @@ impl Store {
             return Ok(None);
         }
         let target = max_size / 10 * AUTO_GC_TARGET_TENTHS;
-        let eviction = self.plan_eviction(Limits {
+        self.evict_to(Limits {
             max_size: Some(target),
             max_age: None,
-        })?;
-        self.evict(&eviction)?;
-        self.give_back_space()?;
-        Ok(Some(eviction))
+        })
+        .map(Some)
+    }
+
+    /// Evicts what `limits` ask and gives the space back; if the store is
+    /// still over `max_size` (the per-row estimate was short, or pages
+    /// stayed partly filled), plans again from what the file now measures,
+    /// a few rounds at most. Returns everything evicted.
+    pub fn evict_to(&mut self, limits: Limits) -> Result<Eviction, Error> {
+        let mut evicted = Eviction::default();
+        let mut round_limits = limits;
+        for _ in 0..EVICTION_ROUNDS {
+            let eviction = self.plan_eviction(round_limits)?;
+            if eviction.entries.is_empty() && eviction.failures.is_empty() {
+                break;
+            }
+            self.evict(&eviction)?;
+            self.give_back_space()?;
+            evicted.entries.extend(eviction.entries);
+            evicted.failures.extend(eviction.failures);
+            evicted.bytes += eviction.bytes;
+            // What is older than the age limit went in the first round.
+            round_limits.max_age = None;
+            if limits
+                .max_size
+                .is_none_or(|max| self.used_bytes().is_ok_and(|used| used <= max))
+            {
+                break;
+            }
+        }
+        Ok(evicted)
     }
 }
 
