@@ -11,8 +11,9 @@
 //! Temp files a killed rcache left behind (`.rcache-*.tmp`, written then
 //! renamed into place within milliseconds) are removed once they are
 //! [`STALE_TEMP_AGE`] old, so a concurrent run's are never touched: in the
-//! `__pycache__` dirs swept, beside the store when it is opened, and beside
-//! an archive being exported ([`remove_stale_temps`]).
+//! `__pycache__` dirs swept, beside the store when a store is created or
+//! rebuilt or `gc` runs, and beside an archive being exported
+//! ([`remove_stale_temps`]).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -34,6 +34,9 @@ pub fn gc(global: &GlobalConfig, args: &GcArgs) -> anyhow::Result<ExitStatus> {
     let mut store = super::open_store(global, super::StoreUse::Modify)?;
     let dry_run = args.dry_run;
     let bytes_before = store.file_bytes()?;
+    if !dry_run {
+        store.remove_stale_temps();
+    }
     let forgotten = if args.forget_missing_pythons {
         store.forget_missing_interpreters(dry_run)?
     } else {

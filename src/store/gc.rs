@@ -281,6 +281,12 @@ impl Store {
             .map_err(|source| self.sqlite_error(source))
     }
 
+    /// Removes temp files a killed rcache left beside the store (a store
+    /// being created, a rebuild): upkeep, not the job of every open.
+    pub fn remove_stale_temps(&self) {
+        crate::sweep::remove_stale_temps(super::parent_dir(&self.path));
+    }
+
     /// Hands free pages back to the file system, a batch per transaction,
     /// then checkpoints so that the file itself shrinks.
     pub fn give_back_space(&mut self) -> Result<(), Error> {
@@ -301,7 +307,7 @@ impl Store {
 
     /// Enforces `max_size` after a run, as sccache does: nothing to do
     /// unless the store has outgrown it (two `PRAGMA` reads); then evicts
-    /// down to [`AUTO_GC_TARGET`] of it, so the next eviction is due only
+    /// down to [`AUTO_GC_TARGET_TENTHS`] of it, so the next eviction is due only
     /// after real growth. Returns what was evicted, if anything.
     pub fn enforce_limit(&mut self, max_size: u64) -> Result<Option<Eviction>, Error> {
         if self.read_only().is_some() || self.used_bytes()? <= max_size {
@@ -346,7 +352,7 @@ impl Store {
 }
 
 /// The automatic limit evicts down to this many tenths of the limit.
-pub const AUTO_GC_TARGET_TENTHS: u64 = 9;
+const AUTO_GC_TARGET_TENTHS: u64 = 9;
 
 #[cfg(test)]
 mod tests {

@@ -52,7 +52,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use archive::{EntryRow, FailureRow, Merged, Selection};
 pub use entries::{Blob, Lookup, NewEntry, NewFailure, StoredCode, StoredFailure};
-pub use gc::{AUTO_GC_TARGET_TENTHS, Eviction, Forgotten, Limits};
+pub use gc::{Forgotten, Limits};
 pub use guard::current_uid;
 pub use sequences::ImportSequence;
 pub use sources::KnownSource;
@@ -185,9 +185,6 @@ impl Store {
         guard::check_header(path)?;
         guard::check_private(path)?;
         let read_only = guard::read_only_reason(path);
-        if read_only.is_none() {
-            crate::sweep::remove_stale_temps(dir);
-        }
         let open_error = |source| Error::Open {
             path: path.to_owned(),
             source,
@@ -427,6 +424,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 /// without replacing anything. Concurrent first runs never see a store
 /// half made; the one that loses the race opens the winner's.
 fn create_store(dir: &Path, path: &Path) -> Result<(), Error> {
+    crate::sweep::remove_stale_temps(dir);
     let temp = tempfile::Builder::new()
         .prefix(".rcache-store-")
         .suffix(".tmp")

@@ -69,22 +69,19 @@ impl Store {
                     |row| row.get(0),
                 )
             };
-            let file_bytes: u64 = self.conn.query_row(
-                "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size",
-                [],
-                |row| row.get(0),
-            )?;
             Ok(Stats {
                 entries: profiles.iter().map(|p| p.entries).sum(),
                 failures: profiles.iter().map(|p| p.failures).sum(),
                 bytes_raw: profiles.iter().map(|p| p.bytes_raw).sum(),
                 bytes_stored: profiles.iter().map(|p| p.bytes_stored).sum(),
-                bytes_file: file_bytes,
+                bytes_file: 0,
                 lifetime_hits: counter("hits")?,
                 lifetime_misses: counter("misses")?,
                 profiles,
             })
         })();
-        result.map_err(|source| self.sqlite_error(source))
+        let mut stats = result.map_err(|source| self.sqlite_error(source))?;
+        stats.bytes_file = self.file_bytes()?;
+        Ok(stats)
     }
 }

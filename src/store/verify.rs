@@ -12,17 +12,6 @@ use crate::key::Key;
 const MAX_INTEGRITY_MESSAGES: u32 = 100;
 /// Rows read per query while salvaging; a query that fails skips ahead.
 const SALVAGE_BATCH: i64 = 256;
-/// Every table, in an order that satisfies the foreign keys.
-const TABLES: &[&str] = &[
-    "profiles",
-    "interpreters",
-    "entries",
-    "failures",
-    "counters",
-    "written_pycs",
-    "sources",
-    "import_sequences",
-];
 
 /// One stored entry as read for checking.
 #[derive(Debug)]
@@ -144,6 +133,7 @@ impl Store {
     /// read or were left out.
     pub fn rebuild(&mut self) -> Result<u64, Error> {
         let dir = super::parent_dir(&self.path);
+        crate::sweep::remove_stale_temps(dir);
         let temp = tempfile::Builder::new()
             .prefix(".rcache-rebuild-")
             .suffix(".tmp")
@@ -173,7 +163,15 @@ fn salvage(damaged: &Connection, fresh: &Connection) -> rusqlite::Result<u64> {
     // Rows are copied as found; rows whose profile was lost go at the end.
     fresh.pragma_update(None, "foreign_keys", false)?;
     fresh.execute_batch("BEGIN")?;
-    for table in TABLES {
+    // Every table the current schema has (foreign keys are off while
+    // copying, so their order does not matter).
+    let tables: Vec<String> = fresh
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for table in &tables {
         let columns: Vec<String> = fresh
             .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?
             .query_map([], |row| row.get(0))?
@@ -214,7 +212,7 @@ fn salvage(damaged: &Connection, fresh: &Connection) -> rusqlite::Result<u64> {
                     skip = 1;
                     for (rowid, values) in rows {
                         next = rowid.saturating_add(1);
-                        if *table == "entries" && !entry_is_sound(&columns, &values) {
+                        if table == "entries" && !entry_is_sound(&columns, &values) {
                             continue;
                         }
                         let row = std::iter::once(Value::Integer(rowid)).chain(values);
