@@ -22,7 +22,7 @@ sys.stdout.buffer.write(external._code_to_timestamp_pyc(code, int(stat.st_mtime)
 /// `SourceFileLoader.get_code`, with recompiling forbidden, and checks the
 /// code equals a fresh compile (`support::SAME_CODE`, prepended). Prints
 /// what fails.
-const ACCEPTED: &str = r"
+pub(crate) const ACCEPTED: &str = r"
 import sys
 from importlib import machinery
 from importlib import _bootstrap_external as external
