@@ -158,3 +158,57 @@ fn github_action_export_second_run_compiles_nothing() {
 fn github_action_store_second_run_compiles_nothing() {
     github_workflow("store");
 }
+
+/// What the template's `rcache --json materialize` printed in the last job.
+fn gitlab_summary(runner: &gitlab::GitLabRunner) -> serde_json::Value {
+    let file = runner.tmp.join("rcache-ci/materialize.json");
+    serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap()
+}
+
+/// The example `.gitlab-ci.yml`'s job (extending `.rcache`) run on `main`
+/// twice, then on a new branch with one file edited: the first compiles,
+/// the second (main's cache) compiles nothing, the branch starts from main's
+/// cache (fallback key) and compiles only its edit.
+#[test]
+fn gitlab_template_second_run_compiles_nothing() {
+    let python = any_python();
+    let root = tempfile::tempdir().unwrap();
+    let origin = root.path().join("origin");
+    make_project(&python, &origin);
+    crate::support::copy_tree(&repo().join("integrations/gitlab"), &origin.join("integrations/gitlab"));
+    std::fs::rename(
+        origin.join("integrations/gitlab/example.gitlab-ci.yml"),
+        origin.join(".gitlab-ci.yml"),
+    )
+    .unwrap();
+    let mut env = machine_env(root.path());
+    let python_bin = python.path.parent().unwrap().display().to_string();
+    env.insert("PATH".into(), format!("{python_bin}:{}", env["PATH"]));
+    let mut runner = gitlab::GitLabRunner::new(root.path(), &origin, env);
+
+    runner.run_job(".gitlab-ci.yml", "test", "main");
+    let first = gitlab_summary(&runner);
+    assert!(first["compiled"].as_u64().unwrap() > 0, "{first}");
+    assert!(runner.log.contains("already on PATH"), "{}", runner.log);
+
+    runner.run_job(".gitlab-ci.yml", "test", "main");
+    let second = gitlab_summary(&runner);
+    assert_eq!(second["compiled"], 0, "{second}\n{}", runner.log);
+    assert_eq!(second["files"], first["files"]);
+    assert_pycs_valid(&python, &runner.project_dir);
+
+    std::fs::write(
+        origin.join("src/app/core.py"),
+        "def total(values):\n    return sum(values, 0)\n",
+    )
+    .unwrap();
+    runner.run_job(".gitlab-ci.yml", "test", "feature/edit");
+    let branch = gitlab_summary(&runner);
+    assert_eq!(branch["compiled"], 2, "one file at two levels: {branch}\n{}", runner.log);
+    assert_pycs_valid(&python, &runner.project_dir);
+    eprintln!(
+        "gitlab: {} files; compiled {} / {} / {}",
+        first["files"], first["compiled"], second["compiled"], branch["compiled"]
+    );
+    covered("gitlab_template", &[python]);
+}
