@@ -11,6 +11,7 @@ mod github;
 mod gitlab;
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::support::{Python, any_python, covered, py_files};
@@ -25,7 +26,10 @@ fn repo() -> &'static Path {
 fn make_project(python: &Python, dir: &Path) {
     let stdlib = crate::support::stdlib_dir(python);
     for package in ["json", "email"] {
-        crate::support::copy_tree(&stdlib.join(package), &dir.join("src/vendored").join(package));
+        crate::support::copy_tree(
+            &stdlib.join(package),
+            &dir.join("src/vendored").join(package),
+        );
     }
     let write = |relative: &str, text: &str| {
         let path = dir.join(relative);
@@ -33,7 +37,10 @@ fn make_project(python: &Python, dir: &Path) {
         std::fs::write(path, text).unwrap();
     };
     write("src/app/__init__.py", "from .core import total\n");
-    write("src/app/core.py", "def total(values):\n    return sum(values)\n");
+    write(
+        "src/app/core.py",
+        "def total(values):\n    return sum(values)\n",
+    );
     write("tests/__init__.py", "");
     write(
         "tests/test_app.py",
@@ -59,7 +66,10 @@ fn rcache_bin(root: &Path) -> PathBuf {
 fn machine_env(root: &Path) -> BTreeMap<String, String> {
     BTreeMap::from([(
         "PATH".to_owned(),
-        format!("{}:/usr/local/bin:/usr/bin:/bin", rcache_bin(root).display()),
+        format!(
+            "{}:/usr/local/bin:/usr/bin:/bin",
+            rcache_bin(root).display()
+        ),
     )])
 }
 
@@ -75,7 +85,10 @@ fn assert_pycs_valid(python: &Python, dir: &Path) -> usize {
             crate::support::SAME_CODE,
             crate::materialize::ACCEPTED
         );
-        let listing: String = sources.iter().map(|s| format!("{}\n", s.display())).collect();
+        let listing = sources.iter().fold(String::new(), |mut listing, source| {
+            let _ = writeln!(listing, "{}", source.display());
+            listing
+        });
         let problems = crate::support::python_with_input(python, options, &script, &listing);
         assert!(problems.is_empty(), "{options:?}: {problems}");
     }
@@ -118,9 +131,17 @@ fn github_workflow(cache: &str) {
     )]);
 
     let first = runner.run_job(&workflow, "test", matrix.clone())["rcache"].clone();
-    assert_eq!(first["installed"], "false", "rcache {} is on PATH", env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        first["installed"],
+        "false",
+        "rcache {} is on PATH",
+        env!("CARGO_PKG_VERSION")
+    );
     assert_eq!(first["cache-hit"], "false");
-    assert!(first.get("cache-matched-key").is_none_or(String::is_empty), "{first:?}");
+    assert!(
+        first.get("cache-matched-key").is_none_or(String::is_empty),
+        "{first:?}"
+    );
     assert!(number(&first, "compiled") > 0, "{first:?}");
 
     let second = runner.run_job(&workflow, "test", matrix.clone())["rcache"].clone();
@@ -138,9 +159,17 @@ fn github_workflow(cache: &str) {
     .unwrap();
     let third = runner.run_job(&workflow, "test", matrix)["rcache"].clone();
     assert_eq!(third["cache-hit"], "false");
-    assert_eq!(third["cache-matched-key"], first["cache-key"], "{}", runner.log);
+    assert_eq!(
+        third["cache-matched-key"], first["cache-key"],
+        "{}",
+        runner.log
+    );
     assert_ne!(third["cache-key"], first["cache-key"]);
-    assert_eq!(number(&third, "compiled"), 2, "one file at two levels: {third:?}");
+    assert_eq!(
+        number(&third, "compiled"),
+        2,
+        "one file at two levels: {third:?}"
+    );
     assert_pycs_valid(&python, &runner.workspace);
     eprintln!(
         "github {cache}: {} files; compiled {} / {} / {}",
@@ -175,7 +204,10 @@ fn gitlab_template_second_run_compiles_nothing() {
     let root = tempfile::tempdir().unwrap();
     let origin = root.path().join("origin");
     make_project(&python, &origin);
-    crate::support::copy_tree(&repo().join("integrations/gitlab"), &origin.join("integrations/gitlab"));
+    crate::support::copy_tree(
+        &repo().join("integrations/gitlab"),
+        &origin.join("integrations/gitlab"),
+    );
     std::fs::rename(
         origin.join("integrations/gitlab/example.gitlab-ci.yml"),
         origin.join(".gitlab-ci.yml"),
@@ -204,11 +236,82 @@ fn gitlab_template_second_run_compiles_nothing() {
     .unwrap();
     runner.run_job(".gitlab-ci.yml", "test", "feature/edit");
     let branch = gitlab_summary(&runner);
-    assert_eq!(branch["compiled"], 2, "one file at two levels: {branch}\n{}", runner.log);
+    assert_eq!(
+        branch["compiled"], 2,
+        "one file at two levels: {branch}\n{}",
+        runner.log
+    );
     assert_pycs_valid(&python, &runner.project_dir);
     eprintln!(
         "gitlab: {} files; compiled {} / {} / {}",
         first["files"], first["compiled"], second["compiled"], branch["compiled"]
     );
     covered("gitlab_template", &[python]);
+}
+
+/// `examples/ci-prewarm/run.sh` with the built rcache on PATH: job 2, a
+/// fresh checkout with a fresh store and only job 1's export, compiles
+/// nothing and its tests pass.
+#[test]
+fn ci_prewarm_example_job_two_compiles_nothing() {
+    let python = any_python();
+    let root = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new("bash")
+        .arg(repo().join("examples/ci-prewarm/run.sh"))
+        .env_clear()
+        .envs(machine_env(root.path()))
+        .env("HOME", root.path())
+        .env("TMPDIR", root.path())
+        .env("PYTHON", &python.path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        crate::support::stderr(&output)
+    );
+    assert!(stdout.contains("materialized 5 files"), "{stdout}");
+    assert!(
+        stdout.contains(": 0 compiled, 5 from the store"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\nOK\n"), "the project's tests: {stdout}");
+    assert!(stdout.ends_with("job 2 compiled: 0\n"), "{stdout}");
+    covered("ci_prewarm_example", &[python]);
+}
+
+/// The expression stand-in refuses what it does not implement, so the
+/// action cannot drift into expressions the tests would get wrong.
+#[test]
+fn expressions_refuse_unknown_names_and_functions() {
+    struct Only;
+    impl expressions::Context for Only {
+        fn lookup(&self, path: &[String]) -> Result<expressions::Value, String> {
+            match path.join(".").as_str() {
+                "inputs.cache" => Ok(expressions::Value::Text("Export".into())),
+                other => Err(format!("unknown {other}")),
+            }
+        }
+        fn hash_files(&self, _: &[String]) -> String {
+            "h".into()
+        }
+    }
+    let yes = |text| expressions::condition(text, &Only).unwrap();
+    assert!(yes(
+        "inputs.cache == 'export' && !(inputs.cache != 'EXPORT')"
+    ));
+    assert!(!yes("${{ inputs.cache == 'store' || false }}"));
+    assert_eq!(
+        expressions::substitute("k-${{ hashFiles('**/*.py') }}-${{ inputs.cache }}", &Only),
+        Ok("k-h-Export".to_owned())
+    );
+    for bad in [
+        "github.sha",
+        "toJSON(inputs)",
+        "inputs.cache > 'a'",
+        "format('{0}', 1)",
+    ] {
+        assert!(expressions::evaluate(bad, &Only).is_err(), "{bad}");
+    }
 }

@@ -61,7 +61,12 @@ impl ActionsCache {
         let paths = with["path"].trim().to_owned();
         let restore_keys: Vec<&str> = with
             .get("restore-keys")
-            .map(|keys| keys.lines().map(str::trim).filter(|k| !k.is_empty()).collect())
+            .map(|keys| {
+                keys.lines()
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         let entries: Vec<Entry> = self
             .entries()
@@ -81,7 +86,11 @@ impl ActionsCache {
             ("cache-primary-key".to_owned(), key.clone()),
         ]);
         if let Some(entry) = matched {
-            tar(workspace, &["-xf", entry.dir.join("files.tar").to_str().unwrap()], &[]);
+            tar(
+                workspace,
+                &["-xf", entry.dir.join("files.tar").to_str().unwrap()],
+                &[],
+            );
             outputs.insert("cache-matched-key".to_owned(), entry.key.clone());
         }
         outputs
@@ -92,20 +101,32 @@ impl ActionsCache {
         check_inputs(with, &["path", "key"]);
         let key = checked_key(&with["key"]);
         let paths = with["path"].trim().to_owned();
-        if self.entries().iter().any(|entry| entry.key == key && entry.paths == paths) {
+        if self
+            .entries()
+            .iter()
+            .any(|entry| entry.key == key && entry.paths == paths)
+        {
             return false;
         }
         let seq = std::fs::read_dir(&self.root).unwrap().count();
         let dir = self.root.join(format!("{seq:06}"));
         std::fs::create_dir(&dir).unwrap();
-        let listed: Vec<&str> = paths.lines().map(str::trim).filter(|p| !p.is_empty()).collect();
+        let listed: Vec<&str> = paths
+            .lines()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
         for path in &listed {
             assert!(
                 workspace.join(path).exists(),
                 "actions/cache/save: path {path} does not exist"
             );
         }
-        tar(workspace, &["-cf", dir.join("files.tar").to_str().unwrap(), "--"], &listed);
+        tar(
+            workspace,
+            &["-cf", dir.join("files.tar").to_str().unwrap(), "--"],
+            &listed,
+        );
         std::fs::write(dir.join("paths"), &paths).unwrap();
         std::fs::write(dir.join("key"), &key).unwrap();
         true

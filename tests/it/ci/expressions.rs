@@ -131,7 +131,11 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
             let op = ["==", "!=", "&&", "||"]
                 .into_iter()
                 .find(|op| *op == two)
-                .or_else(|| ["(", ")", ",", "!"].into_iter().find(|op| op.starts_with(c)))
+                .or_else(|| {
+                    ["(", ")", ",", "!"]
+                        .into_iter()
+                        .find(|op| op.starts_with(c))
+                })
                 .ok_or_else(|| format!("unsupported character {c:?} in `{text}`"))?;
             at += op.len();
             tokens.push(Token::Op(op));
@@ -227,7 +231,9 @@ impl Parser<'_> {
         }
         match function {
             "hashFiles" => Ok(Value::Text(self.context.hash_files(&args))),
-            other => Err(format!("function {other}() is not supported by the stand-in")),
+            other => Err(format!(
+                "function {other}() is not supported by the stand-in"
+            )),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! `uses:` it does not know fails the test.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -165,7 +166,11 @@ impl Runner {
                 .as_str()
                 .map_or(Ok(true), |cond| expressions::condition(cond, scope))
                 .unwrap_or_else(|err| panic!("step `{label}`, if: {err}"));
-            self.log.push_str(&format!("\n== {label}{}\n", if wanted { "" } else { " (skipped)" }));
+            let _ = writeln!(
+                self.log,
+                "\n== {label}{}",
+                if wanted { "" } else { " (skipped)" }
+            );
             let outputs = if !wanted {
                 BTreeMap::new()
             } else if let Some(script) = step["run"].as_str() {
@@ -254,8 +259,9 @@ impl Runner {
             output.status,
             self.log
         );
-        self.job_env
-            .extend(parse_command_file(&std::fs::read_to_string(&env_file).unwrap()));
+        self.job_env.extend(parse_command_file(
+            &std::fs::read_to_string(&env_file).unwrap(),
+        ));
         for line in std::fs::read_to_string(&path_file).unwrap().lines().rev() {
             self.job_path.insert(0, line.to_owned());
         }
@@ -282,12 +288,12 @@ impl Runner {
             }
             "actions/cache/restore@v4" => {
                 let outputs = self.cache.restore(with, &self.workspace);
-                self.log.push_str(&format!("actions/cache/restore: {outputs:?}\n"));
+                let _ = writeln!(self.log, "actions/cache/restore: {outputs:?}");
                 outputs
             }
             "actions/cache/save@v4" => {
                 let saved = self.cache.save(with, &self.workspace);
-                self.log.push_str(&format!("actions/cache/save: saved {saved}\n"));
+                let _ = writeln!(self.log, "actions/cache/save: saved {saved}");
                 BTreeMap::new()
             }
             local if local.starts_with("./") => {
@@ -306,7 +312,14 @@ impl Runner {
         let action = load(action_file);
         check_keys(
             &action,
-            &["name", "description", "branding", "inputs", "outputs", "runs"],
+            &[
+                "name",
+                "description",
+                "branding",
+                "inputs",
+                "outputs",
+                "runs",
+            ],
             "action",
         );
         assert_eq!(action["runs"]["using"].as_str(), Some("composite"));
@@ -375,7 +388,11 @@ pub fn scalar(value: &Yaml) -> String {
 
 /// Fails on a key of `node` that is not in `known`.
 pub fn check_keys(node: &Yaml, known: &[&str], what: &str) {
-    for key in node.as_hash().unwrap_or_else(|| panic!("{what} is not a mapping")).keys() {
+    for key in node
+        .as_hash()
+        .unwrap_or_else(|| panic!("{what} is not a mapping"))
+        .keys()
+    {
         let key = scalar(key);
         assert!(
             known.contains(&key.as_str()),

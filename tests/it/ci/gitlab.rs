@@ -7,6 +7,7 @@
 //! undefined variables fail the test.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -53,16 +54,29 @@ impl GitLabRunner {
         let job_spec = resolve_extends(&config, job);
         check_keys(
             &job_spec,
-            &["image", "variables", "cache", "before_script", "script", "after_script"],
+            &[
+                "image",
+                "variables",
+                "cache",
+                "before_script",
+                "script",
+                "after_script",
+            ],
             "job",
         );
 
         let mut variables = BTreeMap::from([
             ("CI".to_owned(), "true".to_owned()),
             ("GITLAB_CI".to_owned(), "true".to_owned()),
-            ("CI_PROJECT_DIR".to_owned(), self.project_dir.display().to_string()),
+            (
+                "CI_PROJECT_DIR".to_owned(),
+                self.project_dir.display().to_string(),
+            ),
             ("CI_COMMIT_REF_NAME".to_owned(), branch.to_owned()),
-            ("CI_COMMIT_REF_SLUG".to_owned(), branch.to_lowercase().replace(['/', '_', '.'], "-")),
+            (
+                "CI_COMMIT_REF_SLUG".to_owned(),
+                branch.to_lowercase().replace(['/', '_', '.'], "-"),
+            ),
             ("CI_DEFAULT_BRANCH".to_owned(), "main".to_owned()),
             ("CI_JOB_NAME".to_owned(), job.to_owned()),
         ]);
@@ -87,15 +101,31 @@ impl GitLabRunner {
             .chain(&fallbacks)
             .find(|k| self.cache_root.join(k.as_str()).join("cache.tar").is_file());
         if let Some(restored) = restored {
-            tar(&self.project_dir, &["-xf", self.cache_root.join(restored).join("cache.tar").to_str().unwrap()]);
+            tar(
+                &self.project_dir,
+                &[
+                    "-xf",
+                    self.cache_root
+                        .join(restored)
+                        .join("cache.tar")
+                        .to_str()
+                        .unwrap(),
+                ],
+            );
         }
-        self.log.push_str(&format!("cache {key}: restored {restored:?}\n"));
+        let _ = writeln!(self.log, "cache {key}: restored {restored:?}");
 
-        let main = [&job_spec["before_script"], &job_spec["script"]].map(lines).concat();
+        let main = [&job_spec["before_script"], &job_spec["script"]]
+            .map(lines)
+            .concat();
         let succeeded = self.shell(&main, &variables);
         assert!(succeeded, "job `{job}` failed:\n{}", self.log);
         variables.insert("CI_JOB_STATUS".to_owned(), "success".to_owned());
-        assert!(self.shell(&lines(&job_spec["after_script"]), &variables), "after_script:\n{}", self.log);
+        assert!(
+            self.shell(&lines(&job_spec["after_script"]), &variables),
+            "after_script:\n{}",
+            self.log
+        );
 
         let paths: Vec<String> = cache["paths"]
             .as_vec()
@@ -104,7 +134,11 @@ impl GitLabRunner {
             .map(scalar)
             .filter(|path| self.project_dir.join(path).exists())
             .collect();
-        assert!(!paths.is_empty(), "no cache path exists after the job:\n{}", self.log);
+        assert!(
+            !paths.is_empty(),
+            "no cache path exists after the job:\n{}",
+            self.log
+        );
         let dir = self.cache_root.join(&key);
         std::fs::create_dir_all(&dir).unwrap();
         let archive = dir.join("cache.tar").display().to_string();
@@ -215,6 +249,10 @@ fn expand(text: &str, variables: &BTreeMap<String, String>) -> String {
 }
 
 fn tar(dir: &Path, args: &[&str]) {
-    let status = Command::new("tar").args(args).current_dir(dir).status().unwrap();
+    let status = Command::new("tar")
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .unwrap();
     assert!(status.success(), "tar {args:?}");
 }
