@@ -110,6 +110,40 @@ pub enum Command {
     /// Run `python ARGS...` with every import served from the store
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Exec(ExecArgs),
+    /// Install (or remove) git hooks that materialize what each checkout,
+    /// merge and rebase changed
+    Hook(HookArgs),
+}
+
+/// Arguments of `rcache hook`.
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    #[command(subcommand)]
+    pub command: HookCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// Add post-checkout, post-merge and post-rewrite hooks to the git
+    /// repository here (its `core.hooksPath`, if set); a hook already there
+    /// is kept and run first
+    Install,
+    /// Remove rcache's hooks, putting back the ones they displaced
+    Uninstall,
+    /// What an installed hook runs: materialize the .py files git changed
+    #[command(hide = true)]
+    Run(HookRunArgs),
+}
+
+/// Arguments of `rcache hook run`.
+#[derive(Debug, Args)]
+pub struct HookRunArgs {
+    /// The hook git is running
+    #[arg(value_enum)]
+    pub hook: crate::git_hooks::Hook,
+    /// The arguments git gave the hook
+    #[arg(num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<OsString>,
 }
 
 /// Which sources to take, and how long one may take to compile.

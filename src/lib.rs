@@ -14,6 +14,9 @@ pub mod config;
 pub mod env_vars;
 pub mod exec;
 pub mod exit;
+pub mod git;
+pub mod git_changes;
+pub mod git_hooks;
 pub mod identity;
 pub mod interpreter;
 pub mod interrupt;
@@ -82,5 +85,6 @@ fn run(cli: &Cli) -> anyhow::Result<ExitStatus> {
         Command::Export(args) => commands::export(&global, &ExportConfig::from_args(args, &global)),
         Command::Import(args) => commands::import(&global, &ImportConfig::from_args(args, &global)),
         Command::Exec(args) => commands::exec(&global, &args.args),
+        Command::Hook(args) => commands::hook(&global, &args.command),
     }
 }

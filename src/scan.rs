@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
-use ignore::overrides::OverrideBuilder;
+use ignore::overrides::{Override, OverrideBuilder};
 use ignore::{WalkBuilder, WalkState};
 
 /// How to walk.
@@ -130,19 +130,8 @@ fn walk(root: &Path, cwd: &Path, options: &ScanOptions, found: &Mutex<Found>) {
             .git_exclude(false)
             .parents(false);
     }
-    if !options.exclude.is_empty() {
-        let mut overrides = OverrideBuilder::new(cwd);
-        for glob in &options.exclude {
-            if let Err(err) = overrides.add(&format!("!{glob}")) {
-                tracing::warn!("ignoring bad --exclude glob `{glob}`: {err}");
-            }
-        }
-        match overrides.build() {
-            Ok(overrides) => {
-                builder.overrides(overrides);
-            }
-            Err(err) => tracing::warn!("ignoring --exclude globs: {err}"),
-        }
+    if let Some(overrides) = exclusions(&options.exclude, cwd) {
+        builder.overrides(overrides);
     }
     builder.build_parallel().run(|| {
         Box::new(move |entry| match entry {
@@ -154,6 +143,24 @@ fn walk(root: &Path, cwd: &Path, options: &ScanOptions, found: &Mutex<Found>) {
             }
         })
     });
+}
+
+/// The `--exclude` globs (relative to `cwd`) as the walker's overrides;
+/// `None` when there are none. A path they leave out `matched(..).is_ignore()`.
+pub fn exclusions(exclude: &[String], cwd: &Path) -> Option<Override> {
+    if exclude.is_empty() {
+        return None;
+    }
+    let mut overrides = OverrideBuilder::new(cwd);
+    for glob in exclude {
+        if let Err(err) = overrides.add(&format!("!{glob}")) {
+            tracing::warn!("ignoring bad --exclude glob `{glob}`: {err}");
+        }
+    }
+    overrides
+        .build()
+        .inspect_err(|err| tracing::warn!("ignoring --exclude globs: {err}"))
+        .ok()
 }
 
 fn visit(entry: &ignore::DirEntry, found: &Mutex<Found>) -> WalkState {
