@@ -119,7 +119,7 @@ fn diff(top: &Path, revisions: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
 
 /// The `.py` paths each of `commits` changed against its first parent.
 fn changed_by_commits(top: &Path, commits: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
-    let input: String = commits.iter().map(|commit| format!("{commit}\n")).collect();
+    let input = commits.join("\n") + "\n";
     let args = [
         "diff-tree",
         "--stdin",

@@ -139,7 +139,9 @@ pub fn uninstall(hooks_dir: &Path, hook: Hook) -> anyhow::Result<Change> {
         })
     };
     let action = match current {
-        Current::Ours(_) if exists(&chained) => {
+        // (Absent: an install killed between moving the user's hook aside
+        // and writing the stub.)
+        Current::Ours(_) | Current::Absent if exists(&chained) => {
             put_back()?;
             Action::Restored
         }
@@ -147,12 +149,6 @@ pub fn uninstall(hooks_dir: &Path, hook: Hook) -> anyhow::Result<Change> {
             std::fs::remove_file(&path)
                 .with_context(|| format!("cannot remove `{}`", path.display()))?;
             Action::Removed
-        }
-        // An install killed between moving the user's hook aside and
-        // writing the stub.
-        Current::Absent if exists(&chained) => {
-            put_back()?;
-            Action::Restored
         }
         Current::Absent | Current::Theirs => Action::NotInstalled,
     };

@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
@@ -85,7 +86,7 @@ fn describe(report: &Report) -> String {
             };
             let mut line = format!("{}: {what}", change.path.display());
             if let (Some(chained), false) = (&change.chained, change.action == Action::Restored) {
-                line.push_str(&format!("; runs `{}` first", chained.display()));
+                let _ = write!(line, "; runs `{}` first", chained.display());
             }
             line
         })

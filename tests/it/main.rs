@@ -12,6 +12,7 @@ mod crash;
 mod errors;
 mod exec;
 mod gc;
+mod hook;
 mod materialize;
 mod scan;
 mod stdlib;
