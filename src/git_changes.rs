@@ -109,6 +109,7 @@ fn diff(top: &Path, revisions: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
         "--no-renames",
         "--no-relative",
         "--no-ext-diff",
+        "--no-color",
         "--end-of-options",
     ];
     args.extend(revisions);
@@ -129,6 +130,7 @@ fn changed_by_commits(top: &Path, commits: &[&str]) -> anyhow::Result<Vec<PathBu
         "--name-only",
         "-z",
         "--no-renames",
+        "--no-color",
         "--",
         "*.py",
     ];

@@ -2,6 +2,8 @@
 # Two worktrees of one repository sharing one rcache store: the first is
 # materialized (compiling everything), the second gets the same pycs with
 # nothing compiled, since rcache keys bytecode by content, not by path.
+# Then rcache's git hooks are installed and a third worktree is added: its
+# post-checkout hook materializes it, again with nothing compiled.
 #
 #   sh examples/worktrees/run.sh        # rcache and git on PATH
 #
@@ -34,4 +36,8 @@ echo "worktree 2: $(echo "$summary" | figure compiled) compiled," \
     "$(echo "$summary" | figure written) pyc written"
 
 "${RCACHE_PYTHON:-python3}" main.py
+
+rcache -q hook install
+hook_said=$(git worktree add -q "$work/worktree-3" -b review 2>&1)
+echo "worktree 3, by the post-checkout hook: $hook_said"
 rcache stats

@@ -163,8 +163,16 @@ fn make_branches(repo: &Repo) {
 #[test]
 fn every_switch_leaves_valid_pycs_and_switching_back_compiles_nothing() {
     let python = crate::support::any_python();
+    switch_around(&python);
+    covered(
+        "every_switch_leaves_valid_pycs_and_switching_back_compiles_nothing",
+        &[python],
+    );
+}
+
+fn switch_around(python: &Python) {
     let env = TestEnv::new();
-    let repo = Repo::new(&env, &python);
+    let repo = Repo::new(&env, python);
     make_branches(&repo);
 
     let log = env.path().join("user-hook.log");
@@ -202,7 +210,7 @@ fn every_switch_leaves_valid_pycs_and_switching_back_compiles_nothing() {
         !repo.dir.join("gone").exists(),
         "the deleted package's dir went with its __pycache__"
     );
-    let old_pyc = crate::materialize::cache_path(&python, &repo.dir.join("app/old.py"));
+    let old_pyc = crate::materialize::cache_path(python, &repo.dir.join("app/old.py"));
     assert!(!old_pyc.exists(), "the deleted source's pyc is removed");
 
     let entries = repo.entries();
@@ -257,10 +265,6 @@ fn every_switch_leaves_valid_pycs_and_switching_back_compiles_nothing() {
     );
 
     assert_uninstall_restores(&repo, &user_hook);
-    covered(
-        "every_switch_leaves_valid_pycs_and_switching_back_compiles_nothing",
-        &[python],
-    );
 }
 
 /// `rcache hook uninstall` leaves the hooks dir as it was before install:
@@ -347,7 +351,8 @@ fn hooks_path_exit_status_and_failures() {
 }
 
 /// `examples/worktrees/run.sh`: two worktrees of one repository share one
-/// store; the second is materialized with nothing compiled.
+/// store; the second is materialized with nothing compiled, and so is a
+/// third, by the post-checkout hook.
 #[test]
 fn example_two_worktrees_share_one_store() {
     let python = crate::support::any_python();
@@ -374,12 +379,24 @@ fn example_two_worktrees_share_one_store() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(code(&output), 0, "{stdout}\n{}", stderr(&output));
+    for line in [
+        "worktree 1: 4 compiled, 4 pyc written",
+        "worktree 2: 0 compiled, 4 pyc written",
+        "worktree 3, by the post-checkout hook: Materialized 4 files in",
+    ] {
+        assert!(
+            stdout.contains(line),
+            "{line}?\n{stdout}\n{}",
+            stderr(&output)
+        );
+    }
     assert!(
-        stdout.contains("worktree 2: 0 compiled"),
-        "{stdout}\n{}",
-        stderr(&output)
+        stdout.contains(": 0 compiled, 4 from the store"),
+        "{stdout}"
     );
-    repo.assert_pycs_valid(&env.path().join("work/worktree-2"), "the example");
+    for worktree in ["worktree-2", "worktree-3"] {
+        repo.assert_pycs_valid(&env.path().join("work").join(worktree), "the example");
+    }
     covered("example_two_worktrees_share_one_store", &[python]);
 }
 
