@@ -110,6 +110,10 @@ pub enum Command {
     /// Run `python ARGS...` with every import served from the store
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Exec(ExecArgs),
+    /// Explain what this Python will do with the pycs under PATHs (used,
+    /// stale, missing, never used) and what the store holds for them;
+    /// writes nothing
+    Doctor(DoctorArgs),
 }
 
 /// Which sources to take, and how long one may take to compile.
@@ -166,6 +170,21 @@ pub struct CleanArgs {
     /// Say what would be removed, remove nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// Arguments of `rcache doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    /// Judge the pycs of this PYTHONPYCACHEPREFIX tree, as CPython run with
+    /// it does [default: $PYTHONPYCACHEPREFIX]
+    #[arg(long, value_name = "DIR", env = env_vars::PYTHONPYCACHEPREFIX)]
+    pub prefix: Option<PathBuf>,
+    /// As CPython's `--check-hash-based-pycs`: which hash-based pycs the
+    /// import system checks against their source
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "default")]
+    pub check_hash_based_pycs: crate::doctor::CheckHashBasedPycs,
 }
 
 /// Arguments of `rcache gc`.

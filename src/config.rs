@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::cli::{
-    CleanArgs, ExportArgs, GlobalArgs, ImportArgs, MaterializeArgs, SourceArgs, WalkArgs,
+    CleanArgs, DoctorArgs, ExportArgs, GlobalArgs, ImportArgs, MaterializeArgs, SourceArgs, WalkArgs,
 };
 use crate::scan::ScanOptions;
 use crate::store::Store;
@@ -139,6 +139,27 @@ impl CleanConfig {
             scan,
             prefix: prefix(args.prefix.as_ref(), global),
             dry_run: args.dry_run,
+        }
+    }
+}
+
+/// Settings of `rcache doctor`.
+#[derive(Debug, Clone)]
+pub struct DoctorConfig {
+    pub paths: Vec<PathBuf>,
+    pub scan: ScanOptions,
+    pub prefix: Option<PathBuf>,
+    pub check_hash_based_pycs: crate::doctor::CheckHashBasedPycs,
+}
+
+impl DoctorConfig {
+    pub fn from_args(args: &DoctorArgs, global: &GlobalConfig) -> Self {
+        let (paths, scan) = sources(&args.sources, global);
+        Self {
+            paths,
+            scan,
+            prefix: prefix(args.prefix.as_ref(), global),
+            check_hash_based_pycs: args.check_hash_based_pycs,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod compile;
 pub mod config;
+pub mod doctor;
 pub mod env_vars;
 pub mod exec;
 pub mod exit;
@@ -35,7 +36,7 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 use crate::config::{
-    CleanConfig, ExportConfig, GlobalConfig, ImportConfig, MaterializeConfig, WalkConfig,
+    CleanConfig, DoctorConfig, ExportConfig, GlobalConfig, ImportConfig, MaterializeConfig, WalkConfig,
 };
 use crate::exit::ExitStatus;
 
@@ -82,5 +83,6 @@ fn run(cli: &Cli) -> anyhow::Result<ExitStatus> {
         Command::Export(args) => commands::export(&global, &ExportConfig::from_args(args, &global)),
         Command::Import(args) => commands::import(&global, &ImportConfig::from_args(args, &global)),
         Command::Exec(args) => commands::exec(&global, &args.args),
+        Command::Doctor(args) => commands::doctor(&global, &DoctorConfig::from_args(args, &global)),
     }
 }

@@ -53,6 +53,8 @@ pub struct Scan {
     pub pycache_dirs: Vec<PathBuf>,
     /// The named paths that are directories, absolute.
     pub roots: Vec<PathBuf>,
+    /// Every directory walked, the roots included.
+    pub dirs: Vec<PathBuf>,
 }
 
 #[derive(Default)]
@@ -61,6 +63,7 @@ struct Found {
     errors: Vec<ScanError>,
     venvs: BTreeSet<Venv>,
     pycache_dirs: BTreeSet<PathBuf>,
+    dirs: BTreeSet<PathBuf>,
 }
 
 /// Walks `paths` (relative ones are taken from `cwd`).
@@ -97,6 +100,7 @@ pub fn scan(paths: &[PathBuf], cwd: &Path, options: &ScanOptions) -> Scan {
         venvs: found.venvs.into_iter().collect(),
         pycache_dirs: found.pycache_dirs.into_iter().collect(),
         roots,
+        dirs: found.dirs.into_iter().collect(),
     }
 }
 
@@ -165,9 +169,12 @@ fn visit(entry: &ignore::DirEntry, found: &Mutex<Found>) -> WalkState {
         // Remembered even when ignore rules hide it (`__pycache__/` is in
         // most `.gitignore` files): its pycs may have lost their sources.
         let pycache = path.join("__pycache__");
-        if pycache.is_dir() {
-            lock(found).pycache_dirs.insert(pycache);
+        let has_pycache = pycache.is_dir();
+        let mut found = lock(found);
+        if has_pycache {
+            found.pycache_dirs.insert(pycache);
         }
+        found.dirs.insert(path.to_owned());
         return WalkState::Continue;
     }
     if !kind.is_file() {
