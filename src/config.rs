@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::cli::{
-    CleanArgs, DoctorArgs, ExportArgs, GlobalArgs, ImportArgs, MaterializeArgs, SourceArgs, WalkArgs,
+    CleanArgs, DoctorArgs, ExportArgs, GlobalArgs, ImportArgs, MaterializeArgs, SourceArgs,
+    WalkArgs,
 };
 use crate::scan::ScanOptions;
 use crate::store::Store;

@@ -36,7 +36,8 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 use crate::config::{
-    CleanConfig, DoctorConfig, ExportConfig, GlobalConfig, ImportConfig, MaterializeConfig, WalkConfig,
+    CleanConfig, DoctorConfig, ExportConfig, GlobalConfig, ImportConfig, MaterializeConfig,
+    WalkConfig,
 };
 use crate::exit::ExitStatus;
 

@@ -319,16 +319,37 @@ mod tests {
         assert!(records(&timestamp, magic, Validation::Timestamp(stamp)));
         let edited = SourceStamp { mtime: 7, size: 10 };
         assert!(!records(&timestamp, magic, Validation::Timestamp(edited)));
-        let checked = header(magic, Validation::Hash { checked: true, hash: [1; 8] });
+        let checked = header(
+            magic,
+            Validation::Hash {
+                checked: true,
+                hash: [1; 8],
+            },
+        );
         assert_eq!(classify(&checked, magic), Ok(Mode::CheckedHash));
-        let unchecked = header(magic, Validation::Hash { checked: false, hash: [1; 8] });
+        let unchecked = header(
+            magic,
+            Validation::Hash {
+                checked: false,
+                hash: [1; 8],
+            },
+        );
         assert_eq!(classify(&unchecked, magic), Ok(Mode::UncheckedHash));
-        assert_eq!(classify(b"\xcb\x0d", magic), Err(BadHeader::Magic(b"\xcb\x0d".to_vec())));
-        assert_eq!(classify(&timestamp[..10], magic), Err(BadHeader::Truncated(10)));
+        assert_eq!(
+            classify(b"\xcb\x0d", magic),
+            Err(BadHeader::Magic(b"\xcb\x0d".to_vec()))
+        );
+        assert_eq!(
+            classify(&timestamp[..10], magic),
+            Err(BadHeader::Truncated(10))
+        );
         let mut flagged = timestamp;
         flagged[4] = 4;
         assert_eq!(classify(&flagged, magic), Err(BadHeader::Flags(4)));
-        assert_eq!(classify(&timestamp, *b"\x55\x0d\x0d\x0a"), Err(BadHeader::Magic(magic.to_vec())));
+        assert_eq!(
+            classify(&timestamp, *b"\x55\x0d\x0d\x0a"),
+            Err(BadHeader::Magic(magic.to_vec()))
+        );
     }
 
     #[test]

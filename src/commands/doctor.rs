@@ -29,7 +29,12 @@ pub fn doctor(global: &GlobalConfig, config: &DoctorConfig) -> anyhow::Result<Ex
     let work: Vec<(&Path, u8)> = found
         .files
         .iter()
-        .flat_map(|file| global.levels.iter().map(move |&level| (file.as_path(), level)))
+        .flat_map(|file| {
+            global
+                .levels
+                .iter()
+                .map(move |&level| (file.as_path(), level))
+        })
         .collect();
     let mut verdicts = Vec::with_capacity(work.len());
     let mut failures: Vec<Failure> = found.errors.into_iter().map(Failure::from).collect();

@@ -94,7 +94,12 @@ impl Report {
         for state in State::ALL {
             let count = self.counts.get(state.name()).copied().unwrap_or(0);
             if count > 0 {
-                let _ = writeln!(out, "  {:<16} {count:>6}  {}", state.name(), state.meaning());
+                let _ = writeln!(
+                    out,
+                    "  {:<16} {count:>6}  {}",
+                    state.name(),
+                    state.meaning()
+                );
             }
         }
         for state in State::ALL {
@@ -134,10 +139,19 @@ impl Report {
                 self.unused.len()
             );
         }
-        let kinds = ["other_level", "other_tag", "orphan", "beside_source", "outside_prefix"];
+        let kinds = [
+            "other_level",
+            "other_tag",
+            "orphan",
+            "beside_source",
+            "outside_prefix",
+        ];
         for kind in kinds {
-            let listed: Vec<&UnusedPyc> =
-                self.unused.iter().filter(|pyc| pyc.why.name() == kind).collect();
+            let listed: Vec<&UnusedPyc> = self
+                .unused
+                .iter()
+                .filter(|pyc| pyc.why.name() == kind)
+                .collect();
             if listed.is_empty() {
                 continue;
             }
@@ -147,7 +161,10 @@ impl Report {
                     out,
                     "    {}: {}",
                     shown(&pyc.path),
-                    pyc.explain(&self.python.cache_tag, self.prefix.as_deref().map(Path::new))
+                    pyc.explain(
+                        &self.python.cache_tag,
+                        self.prefix.as_deref().map(Path::new)
+                    )
                 );
             }
             more(out, listed.len(), verbose);
@@ -253,7 +270,11 @@ fn shown_part<'a, T>(listed: &'a [&'a T], verbose: bool) -> &'a [&'a T] {
 /// "...and N more" when the list was cut.
 fn more(out: &mut String, total: usize, verbose: bool) {
     if !verbose && total > SHOWN_PER_CLASS {
-        let _ = writeln!(out, "  ...and {} more (-v lists them)", total - SHOWN_PER_CLASS);
+        let _ = writeln!(
+            out,
+            "  ...and {} more (-v lists them)",
+            total - SHOWN_PER_CLASS
+        );
     }
 }
 

@@ -206,7 +206,9 @@ impl StoreReport {
             Ok(())
         })?;
         for verdict in verdicts.iter_mut() {
-            verdict.in_store = found.get(&(verdict.source.as_path(), verdict.level)).copied();
+            verdict.in_store = found
+                .get(&(verdict.source.as_path(), verdict.level))
+                .copied();
         }
         Ok(())
     }

@@ -121,7 +121,10 @@ pub struct Verdict {
     pub in_store: Option<bool>,
 }
 
-fn serialize_mode<S: serde::Serializer>(mode: &Option<Mode>, serializer: S) -> Result<S::Ok, S::Error> {
+fn serialize_mode<S: serde::Serializer>(
+    mode: &Option<Mode>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     match mode {
         Some(mode) => serializer.serialize_some(mode.as_str()),
         None => serializer.serialize_none(),
@@ -151,7 +154,8 @@ impl Judge<'_> {
             detail: None,
             in_store: None,
         };
-        let metadata = std::fs::metadata(source).map_err(|err| io_error(source.to_owned(), &err))?;
+        let metadata =
+            std::fs::metadata(source).map_err(|err| io_error(source.to_owned(), &err))?;
         let data = match read_start(&verdict.pyc) {
             Ok(data) => data,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(verdict),
@@ -174,7 +178,8 @@ impl Judge<'_> {
         let mismatch = match mode {
             Mode::Timestamp => timestamp_mismatch(&data, magic, SourceStamp::of(&metadata)),
             Mode::CheckedHash | Mode::UncheckedHash => {
-                let bytes = std::fs::read(source).map_err(|err| io_error(source.to_owned(), &err))?;
+                let bytes =
+                    std::fs::read(source).map_err(|err| io_error(source.to_owned(), &err))?;
                 let hash = pyc::source_hash(self.profile, &bytes);
                 let checked = mode == Mode::CheckedHash;
                 (!pyc::records(&data, magic, Validation::Hash { checked, hash })).then(|| {
