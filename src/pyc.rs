@@ -2,6 +2,7 @@
 //! (`importlib.util.cache_from_source`, with or without a pycache prefix).
 
 use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::hash::Hasher;
 use std::path::{Component, Path, PathBuf};
 
@@ -10,7 +11,8 @@ use siphasher::sip::{SipHasher13, SipHasher24};
 use crate::interpreter::{Profile, SourceHash};
 
 /// How a pyc says which source it was made from (PEP 552).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Source mtime and size: the default of `py_compile` and imports.
     Timestamp,
@@ -136,11 +138,10 @@ pub fn classify(data: &[u8], magic: [u8; 4]) -> Result<Mode, BadHeader> {
     }
     let flags = u32::from_le_bytes(data[4..8].try_into().expect("4 bytes"));
     match flags {
-        0 => Ok(Mode::Timestamp),
+        // 0b10 passes `_classify_pyc`; bit 0 clear makes it a timestamp pyc.
+        0 | 0b10 => Ok(Mode::Timestamp),
         0b01 => Ok(Mode::UncheckedHash),
         0b11 => Ok(Mode::CheckedHash),
-        // 0b10 passes `_classify_pyc`; bit 0 clear makes it a timestamp pyc.
-        0b10 => Ok(Mode::Timestamp),
         _ => Err(BadHeader::Flags(flags)),
     }
 }
@@ -155,7 +156,10 @@ pub fn records(data: &[u8], magic: [u8; 4], validation: Validation) -> bool {
 
 /// Lower-case hex of `bytes`, as pyc fields are shown to users.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    bytes.iter().fold(String::new(), |mut text, byte| {
+        let _ = write!(text, "{byte:02x}");
+        text
+    })
 }
 
 /// `NAME`, cache tag and optimization level of a pyc file name

@@ -18,7 +18,7 @@ use crate::{interrupt, parallel, scan};
 pub fn doctor(global: &GlobalConfig, config: &DoctorConfig) -> anyhow::Result<ExitStatus> {
     let start = std::time::Instant::now();
     let (mut store_report, store) = StoreReport::inspect(&global.store);
-    let interpreter = super::find_interpreter(global, store.as_ref())?.interpreter;
+    let interpreter = super::find_interpreter(global, store.as_deref())?.interpreter;
     let profile = &interpreter.profile;
     let found = scan::scan(&config.paths, &global.cwd, &config.scan);
     let judge = Judge {

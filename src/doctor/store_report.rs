@@ -63,7 +63,7 @@ pub struct StoreReport {
 impl StoreReport {
     /// Looks at the store at `path`; returns it open for reading when
     /// rcache would use it and it can be read.
-    pub fn inspect(path: &Path) -> (Self, Option<Store>) {
+    pub fn inspect(path: &Path) -> (Self, Option<Box<Store>>) {
         let mut report = Self {
             path: super::shown(path),
             state: StoreState::Absent,

@@ -111,7 +111,6 @@ pub struct Verdict {
     pub pyc: PathBuf,
     pub state: State,
     /// What the pyc's header says, once it passed `_classify_pyc`.
-    #[serde(serialize_with = "serialize_mode")]
     pub mode: Option<Mode>,
     /// Why, in words: which header field differs from the source, what is
     /// wrong with the header or code.
@@ -119,16 +118,6 @@ pub struct Verdict {
     /// Whether the store holds this source's code at this level for this
     /// interpreter; `None` when no store could be read.
     pub in_store: Option<bool>,
-}
-
-fn serialize_mode<S: serde::Serializer>(
-    mode: &Option<Mode>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match mode {
-        Some(mode) => serializer.serialize_some(mode.as_str()),
-        None => serializer.serialize_none(),
-    }
 }
 
 /// Judges pycs as one interpreter, run one way, would.

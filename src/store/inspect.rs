@@ -20,7 +20,7 @@ pub enum Inspection {
     /// A store at the current schema, open for reading: every write
     /// through it is skipped, as for a read-only store.
     Open {
-        store: Store,
+        store: Box<Store>,
         /// Why this process could not write it, if it could not: what any
         /// other command would say about it.
         read_only: Option<String>,
@@ -67,14 +67,14 @@ impl Store {
             return Ok(Inspection::Outdated { version });
         }
         configure_reads(&conn).map_err(|source| classify(path, source))?;
-        let store = Self {
+        let store = Box::new(Self {
             conn,
             path: path.to_owned(),
             stored_code: false,
             read_only: Some(read_only::ReadOnly::new(
                 "opened only to be inspected".to_owned(),
             )),
-        };
+        });
         Ok(Inspection::Open { store, read_only })
     }
 }

@@ -118,6 +118,16 @@ fn verdicts_are_what_cpython_does() {
 }
 
 fn check_verdicts(python: &Python, other: Option<&Python>) {
+    let (env, tag) = build_cases(python, other);
+    check_report(&env, python, other, &tag);
+    let tree = env.path().join("tree");
+    check_imports(python, &tree);
+    check_options(&env, python, &tree);
+}
+
+/// A tree with every case of [`EXPECTED`] (and more), built by `python`;
+/// `other` compiles one more pyc, under its own tag. Returns the tag.
+fn build_cases(python: &Python, other: Option<&Python>) -> (TestEnv, String) {
     let env = TestEnv::new();
     let tree = env.path().join("tree");
     for (name, _) in EXPECTED {
@@ -155,10 +165,14 @@ fn check_verdicts(python: &Python, other: Option<&Python>) {
             .unwrap();
         assert!(compiled.status.success(), "{}", stderr(&compiled));
     }
+    (env, tag)
+}
 
-    let (report, output) = doctor_json(&env, python, &["tree"]);
+/// Doctor's verdict on every case.
+fn check_report(env: &TestEnv, python: &Python, other: Option<&Python>, tag: &str) {
+    let (report, output) = doctor_json(env, python, &["tree"]);
     assert_eq!(code(&output), 0, "{}", stderr(&output));
-    assert_eq!(report["python"]["cache_tag"], tag.as_str());
+    assert_eq!(report["python"]["cache_tag"], tag);
     let judged = states(&report, 0);
     let expected: BTreeMap<String, String> = EXPECTED
         .iter()
@@ -191,10 +205,12 @@ fn check_verdicts(python: &Python, other: Option<&Python>) {
             .ends_with("/lonely.pyc")
     );
     assert_eq!(sourceless[0]["magic_matches"], true);
+}
 
-    // What CPython does with each.
+/// What CPython does with each case, as doctor said.
+fn check_imports(python: &Python, tree: &Path) {
     for (name, state) in EXPECTED {
-        let output = import(python, &tree, name, false);
+        let output = import(python, tree, name, false);
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let uses_pyc = matches!(state, "valid" | "unchecked" | "unchecked_stale" | "broken");
         assert_eq!(
@@ -221,14 +237,18 @@ fn check_verdicts(python: &Python, other: Option<&Python>) {
     }
     // The orphan is never read; the sourceless pyc is imported as it is;
     // the -O pyc is what `python -O` uses.
-    assert!(!import(python, &tree, "gone", false).status.success());
-    let lonely = import(python, &tree, "lonely", false);
+    assert!(!import(python, tree, "gone", false).status.success());
+    let lonely = import(python, tree, "lonely", false);
     assert_eq!(String::from_utf8_lossy(&lonely.stdout), "lonely OLD\n");
     assert!(used_a_pyc(
-        &import(python, &tree, "opt_only", true),
+        &import(python, tree, "opt_only", true),
         "opt_only"
     ));
-    let (optimized, _) = doctor_json(&env, python, &["-O", "1", "tree"]);
+}
+
+/// `-O 1` judges `python -O`; `--check-hash-based-pycs always` as CPython's.
+fn check_options(env: &TestEnv, python: &Python, tree: &Path) {
+    let (optimized, _) = doctor_json(env, python, &["-O", "1", "tree"]);
     assert_eq!(states(&optimized, 1)["opt_only"], "valid");
     assert!(
         unused(&optimized)
@@ -237,7 +257,7 @@ fn check_verdicts(python: &Python, other: Option<&Python>) {
         "{optimized}"
     );
     // CPython's `--check-hash-based-pycs always` checks the unchecked pyc.
-    let (always, _) = doctor_json(&env, python, &["tree", "--check-hash-based-pycs", "always"]);
+    let (always, _) = doctor_json(env, python, &["tree", "--check-hash-based-pycs", "always"]);
     assert_eq!(states(&always, 0)["unchecked"], "stale");
     let mut command = python.command();
     command
@@ -249,7 +269,7 @@ fn check_verdicts(python: &Python, other: Option<&Python>) {
             "import unchecked",
         ])
         .env("PYTHONDONTWRITEBYTECODE", "1")
-        .current_dir(&tree);
+        .current_dir(tree);
     let checked_run = command.output().unwrap();
     assert!(!used_a_pyc(&checked_run, "unchecked"));
     assert_eq!(
@@ -340,8 +360,8 @@ fn store_hit_rate_and_nothing_written() {
 
     // A store others can write is refused, and said so; a path that does
     // not exist is an input error, as for every command.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let shared = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+    std::fs::set_permissions(&store_dir, shared).unwrap();
     let (report, output) = doctor_json(&env, &python, &["tree", "nowhere"]);
     assert_eq!(report["store"]["state"], "refused");
     assert!(
