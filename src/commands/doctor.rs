@@ -84,6 +84,7 @@ pub fn doctor(global: &GlobalConfig, config: &DoctorConfig) -> anyhow::Result<Ex
         store: store_report,
         failures,
         seconds: start.elapsed().as_secs_f64(),
+        cwd: global.cwd.clone(),
     };
     print(global, config, &report)?;
     Ok(if report.failures.is_empty() {

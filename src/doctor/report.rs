@@ -47,6 +47,9 @@ pub struct Report {
     /// Paths that could not be walked, and sources that could not be read.
     pub failures: Vec<Failure>,
     pub seconds: f64,
+    /// The directory paths are shown from in the summary.
+    #[serde(skip)]
+    pub cwd: PathBuf,
 }
 
 impl Report {
@@ -58,6 +61,12 @@ impl Report {
             *counts.entry(verdict.state.name()).or_default() += 1;
         }
         counts
+    }
+
+    /// `path` as the summary shows it: from the current directory when
+    /// it is below it.
+    fn show(&self, path: &Path) -> String {
+        shown(path.strip_prefix(&self.cwd).unwrap_or(path))
     }
 
     /// The human summary; `verbose` lists every file.
@@ -118,13 +127,13 @@ impl Report {
                 } else {
                     String::new()
                 };
-                let _ = write!(out, "  {}{level}", shown(&verdict.source));
+                let _ = write!(out, "  {}{level}", self.show(&verdict.source));
                 if let Some(detail) = &verdict.detail {
                     let _ = write!(out, ": {detail}");
                 }
                 out.push('\n');
             }
-            more(out, listed.len(), verbose);
+            more(out, "  ", listed.len(), verbose);
             if let Some(advice) = advice(state, materialize) {
                 let _ = writeln!(out, "  → {advice}");
             }
@@ -160,14 +169,14 @@ impl Report {
                 let _ = writeln!(
                     out,
                     "    {}: {}",
-                    shown(&pyc.path),
+                    self.show(&pyc.path),
                     pyc.explain(
                         &self.python.cache_tag,
                         self.prefix.as_deref().map(Path::new)
                     )
                 );
             }
-            more(out, listed.len(), verbose);
+            more(out, "    ", listed.len(), verbose);
             let _ = writeln!(out, "    → {}", unused_advice(&listed[0].why));
         }
         if !self.sourceless.is_empty() {
@@ -183,9 +192,9 @@ impl Report {
                 } else {
                     "another Python's: importing it fails (bad magic number)"
                 };
-                let _ = writeln!(out, "  {}: {note}", shown(&pyc.path));
+                let _ = writeln!(out, "  {}: {note}", self.show(&pyc.path));
             }
-            more(out, listed.len(), verbose);
+            more(out, "  ", listed.len(), verbose);
             let _ = writeln!(
                 out,
                 "  → CPython runs these whatever source you think it runs; delete them unless you ship bytecode only"
@@ -268,11 +277,11 @@ fn shown_part<'a, T>(listed: &'a [&'a T], verbose: bool) -> &'a [&'a T] {
 }
 
 /// "...and N more" when the list was cut.
-fn more(out: &mut String, total: usize, verbose: bool) {
+fn more(out: &mut String, indent: &str, total: usize, verbose: bool) {
     if !verbose && total > SHOWN_PER_CLASS {
         let _ = writeln!(
             out,
-            "  ...and {} more (-v lists them)",
+            "{indent}...and {} more (-v lists them)",
             total - SHOWN_PER_CLASS
         );
     }
@@ -301,10 +310,10 @@ fn advice(state: State, materialize: &str) -> Option<String> {
 /// What to do about pycs never read.
 fn unused_advice(why: &Unused) -> String {
     match why {
-        Unused::OtherLevel { level } => format!(
-            "a plain `python` ignores -O pycs and the reverse: make pycs for the level you run (`rcache -O {level} doctor` judges {})",
-            python_at_level(*level)
-        ),
+        Unused::OtherLevel { .. } => {
+            "harmless, but a pyc made at one -O level does nothing for another: make pycs for the level you run (`rcache -O N doctor` judges level N)"
+                .to_owned()
+        }
         Unused::OtherTag { .. } => {
             "harmless, left by another Python; `rcache --python THAT-PYTHON clean` removes them"
                 .to_owned()

@@ -65,6 +65,11 @@ pub struct UnusedPyc {
 }
 
 impl UnusedPyc {
+    /// The source's file name.
+    fn source_name(&self) -> String {
+        shown(Path::new(self.source.file_name().unwrap_or_default()))
+    }
+
     /// Why, in words.
     pub fn explain(&self, cache_tag: &str, prefix: Option<&Path>) -> String {
         match &self.why {
@@ -73,12 +78,12 @@ impl UnusedPyc {
                 format!("for another Python ({tag}); this one reads {cache_tag} pycs")
             }
             Unused::Orphan => format!(
-                "`{}` is gone: a __pycache__ pyc is never read without its source",
-                shown(&self.source)
+                "`{}` is gone: a pyc is never read without its source",
+                self.source_name()
             ),
             Unused::BesideSource => format!(
-                "legacy pyc beside `{}`: the .py is imported instead",
-                shown(&self.source)
+                "legacy pyc beside `{}`, which is imported instead",
+                self.source_name()
             ),
             Unused::OutsidePrefix => format!(
                 "a pycache prefix is set: CPython reads pycs under `{}` only",
