@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::config::{DoctorConfig, GlobalConfig, Verbosity};
-use crate::doctor::report::{Python, Report, materialize_command};
+use crate::doctor::report::{Python, Report, Suggested};
 use crate::doctor::store_report::StoreReport;
 use crate::doctor::unused::Finder;
 use crate::doctor::verdict::Judge;
@@ -106,9 +106,8 @@ fn print(global: &GlobalConfig, config: &DoctorConfig, report: &Report) -> anyho
         serde_json::to_writer(&mut stdout, report)?;
         writeln!(stdout)?;
     } else if global.verbosity != Verbosity::Quiet {
-        let materialize =
-            materialize_command(&global.levels, config.prefix.as_deref(), &config.paths);
-        let text = report.render(global.verbosity == Verbosity::Verbose, &materialize);
+        let suggested = Suggested::new(&global.levels, config.prefix.as_deref(), &config.paths);
+        let text = report.render(global.verbosity == Verbosity::Verbose, &suggested);
         stdout.write_all(text.as_bytes())?;
     }
     Ok(())

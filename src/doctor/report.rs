@@ -70,7 +70,7 @@ impl Report {
     }
 
     /// The human summary; `verbose` lists every file.
-    pub fn render(&self, verbose: bool, materialize: &str) -> String {
+    pub fn render(&self, verbose: bool, suggested: &Suggested) -> String {
         let mut out = String::new();
         let levels: Vec<String> = self.levels.iter().map(|&l| python_at_level(l)).collect();
         let _ = writeln!(
@@ -92,9 +92,9 @@ impl Report {
         );
         let _ = writeln!(out, "sources:  {}", self.files);
         out.push('\n');
-        self.render_states(&mut out, verbose, materialize);
+        self.render_states(&mut out, verbose, &suggested.materialize);
         self.render_unused(&mut out, verbose);
-        self.render_store(&mut out, materialize);
+        self.render_store(&mut out, suggested);
         out
     }
 
@@ -202,7 +202,7 @@ impl Report {
         }
     }
 
-    fn render_store(&self, out: &mut String, materialize: &str) {
+    fn render_store(&self, out: &mut String, suggested: &Suggested) {
         let store = &self.store;
         let _ = writeln!(out, "\nstore:    {}", store.path);
         let state = match store.state {
@@ -250,7 +250,8 @@ impl Report {
             if store.hits + store.failures < store.lookups {
                 let _ = writeln!(
                     out,
-                    "  → `rcache warm` compiles the rest into the store; `{materialize}` also writes the pycs"
+                    "  → `{}` compiles the rest into the store; `{}` also writes the pycs",
+                    suggested.warm, suggested.materialize
                 );
             }
         }
@@ -330,22 +331,33 @@ fn unused_advice(why: &Unused) -> String {
     }
 }
 
-/// `rcache materialize` with the levels and prefix judged, and the paths.
-pub fn materialize_command(levels: &[u8], prefix: Option<&Path>, paths: &[PathBuf]) -> String {
-    let mut command = "rcache".to_owned();
-    if levels != [0] {
-        for level in levels {
-            let _ = write!(command, " -O {level}");
+/// The commands the advice names, with the levels, prefix and paths judged.
+pub struct Suggested {
+    pub materialize: String,
+    pub warm: String,
+}
+
+impl Suggested {
+    pub fn new(levels: &[u8], prefix: Option<&Path>, paths: &[PathBuf]) -> Self {
+        let command = |verb: &str, prefix: Option<&Path>| {
+            let mut command = "rcache".to_owned();
+            if levels != [0] {
+                for level in levels {
+                    let _ = write!(command, " -O {level}");
+                }
+            }
+            let _ = write!(command, " {verb}");
+            if let Some(prefix) = prefix {
+                let _ = write!(command, " --prefix {}", shown(prefix));
+            }
+            for path in paths.iter().filter(|path| *path != Path::new(".")) {
+                let _ = write!(command, " {}", shown(path));
+            }
+            command
+        };
+        Self {
+            materialize: command("materialize", prefix),
+            warm: command("warm", None),
         }
     }
-    command.push_str(" materialize");
-    if let Some(prefix) = prefix {
-        let _ = write!(command, " --prefix {}", shown(prefix));
-    }
-    for path in paths {
-        if path != Path::new(".") {
-            let _ = write!(command, " {}", shown(path));
-        }
-    }
-    command
 }
