@@ -8,7 +8,9 @@ use std::process::Output;
 
 use serde_json::Value;
 
-use crate::support::{Python, TestEnv, code, covered, pythons, run_json, stderr};
+use crate::support::{
+    Python, TestEnv, code, covered, pythons, run_json, running_as_root, stderr, unprivileged,
+};
 
 /// Builds every case with the interpreter's own `py_compile` (run in the
 /// tree): each module prints its name and `OLD`; the edits below make the
@@ -424,4 +426,43 @@ fn prefix_tree_is_where_cpython_reads() {
         stderr(&output)
     );
     covered("prefix_tree_is_where_cpython_reads", &[python]);
+}
+
+/// A root-owned store that another user runs doctor on: trusted, read-only
+/// (and why), its hits counted all the same.
+#[test]
+fn a_store_this_user_cannot_write_is_read_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(python) = crate::support::system_python().filter(|_| running_as_root()) else {
+        eprintln!("not root, or no /usr/bin/python3.X for nobody: skipped");
+        return;
+    };
+    let env = TestEnv::new();
+    let open = |path: &Path| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    open(env.path());
+    env.write("tree/one.py", "ONE = 1\n");
+    let (_, warmed) = env.warm_json(&python, &["tree"]);
+    assert_eq!(code(&warmed), 0, "{}", stderr(&warmed));
+    open(env.store.parent().unwrap());
+    std::fs::set_permissions(&env.store, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (report, output) = run_json(&mut unprivileged(
+        &env.rcache(&python, &["--json", "doctor", "tree"]),
+    ));
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let store = &report["store"];
+    assert_eq!(store["state"], "read_only", "{store}");
+    assert!(
+        store["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ermission denied"),
+        "{store}"
+    );
+    assert_eq!(
+        (store["hits"].as_u64(), store["lookups"].as_u64()),
+        (Some(1), Some(1))
+    );
+    covered("a_store_this_user_cannot_write_is_read_only", &[python]);
 }
