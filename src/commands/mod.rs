@@ -1,6 +1,7 @@
 //! One file per subcommand; each returns the run's [`ExitStatus`].
 
 mod clean;
+mod config;
 mod exec;
 mod export;
 mod gc;
@@ -11,6 +12,7 @@ mod verify;
 mod warm;
 
 pub use clean::clean;
+pub use config::config;
 pub use exec::exec;
 pub use export::export;
 pub use gc::gc;
