@@ -8,7 +8,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 /// The `[tool.rcache]` table of one `pyproject.toml`, as written.
-#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileSettings {
     pub store: Option<PathBuf>,
