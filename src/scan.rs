@@ -5,7 +5,8 @@
 //! walking, and a virtualenv named on the command line (a directory holding
 //! `pyvenv.cfg`), or a directory inside one, is walked without them, since
 //! uv and `python -m venv` put `*` in the virtualenv's own `.gitignore`.
-//! `--exclude` globs are gitignore-style, relative to the current directory. Hidden entries are walked (`.venv`), `.git`
+//! `--exclude` globs are gitignore-style, relative to the current directory
+//! (or to the project file that set them). Hidden entries are walked (`.venv`), `.git`
 //! and `__pycache__` are not. Symlinks are followed; a loop is reported
 //! once. A file is known by the path as walked, made absolute lexically.
 
@@ -21,6 +22,8 @@ use ignore::{WalkBuilder, WalkState};
 pub struct ScanOptions {
     /// Gitignore-style globs of paths to leave out (`--exclude`).
     pub exclude: Vec<String>,
+    /// The directory `exclude` is relative to, when not the current one.
+    pub exclude_root: Option<PathBuf>,
     /// Ignore `.gitignore`, `.ignore` and git's excludes (`--no-ignore`).
     pub no_ignore: bool,
     /// Walker threads.
@@ -135,7 +138,7 @@ fn walk(root: &Path, cwd: &Path, options: &ScanOptions, found: &Mutex<Found>) {
             .parents(false);
     }
     if !options.exclude.is_empty() {
-        let mut overrides = OverrideBuilder::new(cwd);
+        let mut overrides = OverrideBuilder::new(options.exclude_root.as_deref().unwrap_or(cwd));
         for glob in &options.exclude {
             if let Err(err) = overrides.add(&format!("!{glob}")) {
                 tracing::warn!("ignoring bad --exclude glob `{glob}`: {err}");

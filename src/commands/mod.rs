@@ -1,6 +1,7 @@
 //! One file per subcommand; each returns the run's [`ExitStatus`].
 
 mod clean;
+mod config;
 mod doctor;
 mod exec;
 mod export;
@@ -12,6 +13,7 @@ mod verify;
 mod warm;
 
 pub use clean::clean;
+pub use config::config;
 pub use doctor::doctor;
 pub use exec::exec;
 pub use export::export;

@@ -8,6 +8,7 @@ mod support;
 
 mod access;
 mod archive;
+mod config;
 mod crash;
 mod doctor;
 mod errors;

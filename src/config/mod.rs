@@ -1,18 +1,18 @@
-//! Checked settings, built once from the command line and the environment.
-//! Commands see these, never clap's types.
+//! Checked settings, built once from the command line, the environment and
+//! the project file ([`settings`]). Commands see these, never clap's types.
+
+pub mod file;
+pub mod settings;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-
 use crate::cli::{
-    CleanArgs, DoctorArgs, ExportArgs, GlobalArgs, ImportArgs, MaterializeArgs, SourceArgs,
-    WalkArgs,
+    CleanArgs, DoctorArgs, ExportArgs, GlobalArgs, ImportArgs, MaterializeArgs, WalkArgs,
 };
 use crate::scan::ScanOptions;
-use crate::store::Store;
+pub use settings::{Origin, Setting, Settings};
 
 /// How much to print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,20 +38,7 @@ pub struct GlobalConfig {
 }
 
 impl GlobalConfig {
-    pub fn from_args(args: &GlobalArgs) -> anyhow::Result<Self> {
-        let cwd = std::env::current_dir().context("cannot read the current directory")?;
-        let store = match &args.store {
-            Some(path) => crate::scan::absolute(&cwd, path),
-            None => Store::default_path().context(
-                "no user cache directory (is HOME set?): pass `--store` or set `RCACHE_STORE`",
-            )?,
-        };
-        let mut levels = args.optimize.clone();
-        if levels.is_empty() {
-            levels.push(0);
-        }
-        levels.sort_unstable();
-        levels.dedup();
+    pub fn new(args: &GlobalArgs, settings: &Settings, cwd: PathBuf) -> Self {
         let verbosity = if args.quiet {
             Verbosity::Quiet
         } else if args.verbose > 0 {
@@ -59,20 +46,16 @@ impl GlobalConfig {
         } else {
             Verbosity::Normal
         };
-        let jobs = args.jobs.map_or_else(
-            || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-            std::num::NonZeroUsize::get,
-        );
-        Ok(Self {
-            store,
-            python: args.python.clone().filter(|python| !python.is_empty()),
+        Self {
+            store: settings.store.value.clone(),
+            python: settings.python.value.clone(),
             json: args.json,
             verbosity,
-            jobs,
-            max_size: args.max_size,
-            levels,
+            jobs: settings.jobs.value,
+            max_size: settings.max_size.value,
+            levels: settings.optimize.value.clone(),
             cwd,
-        })
+        }
     }
 }
 
@@ -85,32 +68,19 @@ pub struct WalkConfig {
 }
 
 impl WalkConfig {
-    pub fn from_args(args: &WalkArgs, global: &GlobalConfig) -> anyhow::Result<Self> {
-        if !args.timeout.is_finite() || args.timeout < 0.0 {
-            bail!("`--timeout` must be a number of seconds, 0 or more");
+    pub fn new(args: &WalkArgs, settings: &Settings, global: &GlobalConfig) -> Self {
+        Self {
+            paths: settings.paths.value.clone(),
+            scan: scan_options(settings, args.sources.no_ignore, global),
+            timeout: settings.timeout.value,
         }
-        let (paths, scan) = sources(&args.sources, global);
-        Ok(Self {
-            paths,
-            scan,
-            timeout: (args.timeout > 0.0).then(|| Duration::from_secs_f64(args.timeout)),
-        })
     }
 }
 
-/// The paths to walk (default `.`) and how.
-fn sources(args: &SourceArgs, global: &GlobalConfig) -> (Vec<PathBuf>, ScanOptions) {
-    let paths = if args.paths.is_empty() {
-        vec![PathBuf::from(".")]
-    } else {
-        args.paths.clone()
-    };
-    (paths, scan_options(&args.exclude, args.no_ignore, global))
-}
-
-fn scan_options(exclude: &[String], no_ignore: bool, global: &GlobalConfig) -> ScanOptions {
+fn scan_options(settings: &Settings, no_ignore: bool, global: &GlobalConfig) -> ScanOptions {
     ScanOptions {
-        exclude: exclude.to_vec(),
+        exclude: settings.exclude.value.clone(),
+        exclude_root: settings.exclude_root(),
         no_ignore,
         threads: global.jobs.min(8),
     }
@@ -133,11 +103,10 @@ pub struct CleanConfig {
 }
 
 impl CleanConfig {
-    pub fn from_args(args: &CleanArgs, global: &GlobalConfig) -> Self {
-        let (paths, scan) = sources(&args.sources, global);
+    pub fn new(args: &CleanArgs, settings: &Settings, global: &GlobalConfig) -> Self {
         Self {
-            paths,
-            scan,
+            paths: settings.paths.value.clone(),
+            scan: scan_options(settings, args.sources.no_ignore, global),
             prefix: prefix(args.prefix.as_ref(), global),
             dry_run: args.dry_run,
         }
@@ -154,11 +123,10 @@ pub struct DoctorConfig {
 }
 
 impl DoctorConfig {
-    pub fn from_args(args: &DoctorArgs, global: &GlobalConfig) -> Self {
-        let (paths, scan) = sources(&args.sources, global);
+    pub fn new(args: &DoctorArgs, settings: &Settings, global: &GlobalConfig) -> Self {
         Self {
-            paths,
-            scan,
+            paths: settings.paths.value.clone(),
+            scan: scan_options(settings, args.sources.no_ignore, global),
             prefix: prefix(args.prefix.as_ref(), global),
             check_hash_based_pycs: args.check_hash_based_pycs,
         }
@@ -173,24 +141,15 @@ pub struct MaterializeConfig {
 }
 
 impl MaterializeConfig {
-    pub fn from_args(args: &MaterializeArgs, global: &GlobalConfig) -> anyhow::Result<Self> {
-        // As `py_compile`: reproducible builds get pycs that do not record mtimes.
-        let mode = args.mode.unwrap_or_else(|| {
-            if std::env::var_os(crate::env_vars::SOURCE_DATE_EPOCH).is_some_and(|v| !v.is_empty()) {
-                crate::pyc::Mode::CheckedHash
-            } else {
-                crate::pyc::Mode::Timestamp
-            }
-        });
-        let prefix = prefix(args.prefix.as_ref(), global);
-        Ok(Self {
-            walk: WalkConfig::from_args(&args.walk, global)?,
+    pub fn new(args: &MaterializeArgs, settings: &Settings, global: &GlobalConfig) -> Self {
+        Self {
+            walk: WalkConfig::new(&args.walk, settings, global),
             write: crate::materialize::Options {
-                mode,
-                prefix,
+                mode: settings.mode.value,
+                prefix: prefix(args.prefix.as_ref(), global),
                 dry_run: args.dry_run,
             },
-        })
+        }
     }
 }
 
@@ -207,11 +166,11 @@ pub struct ExportConfig {
 }
 
 impl ExportConfig {
-    pub fn from_args(args: &ExportArgs, global: &GlobalConfig) -> Self {
+    pub fn new(args: &ExportArgs, settings: &Settings, global: &GlobalConfig) -> Self {
         Self {
             archive: crate::scan::absolute(&global.cwd, &args.file),
             for_paths: args.for_paths.clone(),
-            scan: scan_options(&args.exclude, args.no_ignore, global),
+            scan: scan_options(settings, args.no_ignore, global),
         }
     }
 }
@@ -224,7 +183,7 @@ pub struct ImportConfig {
 }
 
 impl ImportConfig {
-    pub fn from_args(args: &ImportArgs, global: &GlobalConfig) -> Self {
+    pub fn new(args: &ImportArgs, global: &GlobalConfig) -> Self {
         Self {
             archive: crate::scan::absolute(&global.cwd, &args.file),
         }
