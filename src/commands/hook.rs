@@ -15,17 +15,21 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::cli::{HookCommand, HookRunArgs, MaterializeArgs};
-use crate::config::{GlobalConfig, MaterializeConfig, Verbosity};
+use crate::config::{GlobalConfig, MaterializeConfig, Settings, Verbosity};
 use crate::exit::ExitStatus;
 use crate::git_changes::{self, Changed};
 use crate::git_hooks::{self, Action, Change, Hook};
 use crate::sweep::{Sweep, Sweeper};
 
-pub fn hook(global: &GlobalConfig, command: &HookCommand) -> anyhow::Result<ExitStatus> {
+pub fn hook(
+    global: &GlobalConfig,
+    settings: &Settings,
+    command: &HookCommand,
+) -> anyhow::Result<ExitStatus> {
     match command {
         HookCommand::Install => install(global),
         HookCommand::Uninstall => uninstall(global),
-        HookCommand::Run(args) => Ok(run(global, args)),
+        HookCommand::Run(args) => Ok(run(global, settings, args)),
     }
 }
 
@@ -96,8 +100,8 @@ fn describe(report: &Report) -> String {
 
 /// Runs one hook; always succeeds, so that git never fails because of it.
 #[expect(clippy::print_stderr, reason = "a hook's one warning")]
-fn run(global: &GlobalConfig, args: &HookRunArgs) -> ExitStatus {
-    if let Err(err) = materialize_changes(global, args.hook, &args.args) {
+fn run(global: &GlobalConfig, settings: &Settings, args: &HookRunArgs) -> ExitStatus {
+    if let Err(err) = materialize_changes(global, settings, args.hook, &args.args) {
         eprintln!(
             "rcache: warning: {} hook: {err:#}; pycs were not updated",
             args.hook.name()
@@ -108,6 +112,7 @@ fn run(global: &GlobalConfig, args: &HookRunArgs) -> ExitStatus {
 
 fn materialize_changes(
     global: &GlobalConfig,
+    settings: &Settings,
     hook: Hook,
     git_args: &[OsString],
 ) -> anyhow::Result<()> {
@@ -118,7 +123,7 @@ fn materialize_changes(
             .context("cannot read the rewritten commits on stdin")?;
     }
     let top = crate::git::path(&global.cwd, &["rev-parse", "--show-toplevel"])?;
-    let mut config = default_materialize_config(global)?;
+    let mut config = default_materialize_config(global, settings)?;
     let changed = git_changes::changed(&top, hook, git_args, &stdin)?;
     tracing::debug!("{} changed {changed:?}", hook.name());
     let Changed::Files(files) = changed else {
@@ -140,14 +145,17 @@ fn materialize_changes(
     Ok(())
 }
 
-/// What `rcache materialize` with no arguments would do: its flags'
-/// defaults and environment variables.
-fn default_materialize_config(global: &GlobalConfig) -> anyhow::Result<MaterializeConfig> {
+/// What `rcache materialize` with no arguments would do: the project's
+/// settings, the environment's, the defaults.
+fn default_materialize_config(
+    global: &GlobalConfig,
+    settings: &Settings,
+) -> anyhow::Result<MaterializeConfig> {
     use clap::{Args as _, FromArgMatches as _};
     let command = MaterializeArgs::augment_args(clap::Command::new("materialize"));
     let matches = command.try_get_matches_from(["materialize"])?;
     let args = MaterializeArgs::from_arg_matches(&matches)?;
-    MaterializeConfig::from_args(&args, global)
+    Ok(MaterializeConfig::new(&args, settings, global))
 }
 
 /// The sources a materialize of the whole tree would take: under its paths,
@@ -155,10 +163,18 @@ fn default_materialize_config(global: &GlobalConfig) -> anyhow::Result<Materiali
 struct Wanted {
     roots: Vec<PathBuf>,
     exclusions: Option<ignore::overrides::Override>,
+    /// The directory the exclude globs are relative to.
+    exclude_root: PathBuf,
 }
 
 impl Wanted {
     fn new(config: &MaterializeConfig, global: &GlobalConfig) -> Self {
+        let exclude_root = config
+            .walk
+            .scan
+            .exclude_root
+            .clone()
+            .unwrap_or_else(|| global.cwd.clone());
         Self {
             roots: config
                 .walk
@@ -166,16 +182,23 @@ impl Wanted {
                 .iter()
                 .map(|path| crate::scan::absolute(&global.cwd, path))
                 .collect(),
-            exclusions: crate::scan::exclusions(&config.walk.scan.exclude, &global.cwd),
+            exclusions: crate::scan::exclusions(&config.walk.scan.exclude, &exclude_root),
+            exclude_root,
         }
     }
 
+    /// Whether the walk would take `file`: under a root, and neither it nor
+    /// a directory above it excluded (the walker never enters those).
     fn contains(&self, file: &Path) -> bool {
+        let excluded = |exclusions: &ignore::overrides::Override| {
+            file.ancestors()
+                .take_while(|path| {
+                    path.starts_with(&self.exclude_root) && *path != self.exclude_root
+                })
+                .any(|path| exclusions.matched(path, path != file).is_ignore())
+        };
         self.roots.iter().any(|root| file.starts_with(root))
-            && !self
-                .exclusions
-                .as_ref()
-                .is_some_and(|exclusions| exclusions.matched(file, false).is_ignore())
+            && !self.exclusions.as_ref().is_some_and(excluded)
     }
 }
 

@@ -291,7 +291,8 @@ fn assert_uninstall_restores(repo: &Repo, user_hook: &str) {
 }
 
 /// A relative `core.hooksPath` is taken from the top level, as git does,
-/// even when installing from a subdirectory; the user's hook's exit status
+/// even when installing from a subdirectory; `[tool.rcache]` excludes are
+/// honoured; the user's hook's exit status
 /// is git's, with rcache or without; and rcache failing (no such Python)
 /// is one warning, never a failed git command.
 #[test]
@@ -301,9 +302,11 @@ fn hooks_path_exit_status_and_failures() {
     let repo = Repo::new(&env, &python);
     repo.write("a.py", "A = 1\n");
     repo.write("sub/b.py", "B = 1\n");
+    repo.write("pyproject.toml", "[tool.rcache]\nexclude = [\"vendor\"]\n");
     repo.commit("one");
     repo.git(&["checkout", "-qb", "other"]);
     repo.write("a.py", "A = 2\n");
+    repo.write("vendor/v.py", "V = 2\n");
     repo.commit("two");
     repo.git(&["config", "core.hooksPath", "githooks"]);
     let hooks = repo.dir.join("githooks");
@@ -324,7 +327,13 @@ fn hooks_path_exit_status_and_failures() {
 
     let switched = repo.git_in(&repo.dir, &["checkout", "-q", "other"]);
     assert_eq!(code(&switched), plain_status, "{}", stderr(&switched));
-    assert_eq!(hook_summary(&stderr(&switched)), Some((1, 1)));
+    assert_eq!(
+        hook_summary(&stderr(&switched)),
+        Some((1, 1)),
+        "a.py; vendor/v.py is excluded by pyproject.toml"
+    );
+    assert!(!repo.dir.join("vendor/__pycache__").exists());
+    std::fs::remove_dir_all(repo.dir.join("vendor")).unwrap();
     repo.assert_pycs_valid(&repo.dir, "checkout with core.hooksPath");
 
     std::fs::write(hooks.join("post-checkout.rcache-chained"), "#!/bin/sh\n").unwrap();

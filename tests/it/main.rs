@@ -8,7 +8,9 @@ mod support;
 
 mod access;
 mod archive;
+mod config;
 mod crash;
+mod doctor;
 mod errors;
 mod exec;
 mod gc;
