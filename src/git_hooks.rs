@@ -210,7 +210,8 @@ fn stub(hook: Hook, rcache: &Path) -> Vec<u8> {
          # Materializes the pycs of the .py files this git command changed\n\
          # (`rcache hook run`), after running the hook this one displaced,\n\
          # `$0{CHAINED_SUFFIX}`, whose exit status it keeps. rcache's own\n\
-         # failures are a warning. `rcache hook uninstall` puts that hook back.\n\
+         # failures are one line on stderr, never git's failure.\n\
+         # `rcache hook uninstall` puts the displaced hook back.\n\
          rcache="
     )
     .into_bytes();
@@ -223,8 +224,10 @@ fn stub(hook: Hook, rcache: &Path) -> Vec<u8> {
         )
         .as_bytes(),
     );
-    let warning =
-        format!("echo \"rcache: warning: the {name} hook failed; pycs were not updated\" >&2");
+    // Status 2 is an error rcache has already reported, in one line.
+    let warning = format!(
+        "[ $? -eq 2 ] || echo \"rcache: warning: the {name} hook failed; pycs were not updated\" >&2"
+    );
     let body = if hook == Hook::PostRewrite {
         // git gives the rewritten commits on stdin: both hooks read them.
         format!(

@@ -293,8 +293,8 @@ fn assert_uninstall_restores(repo: &Repo, user_hook: &str) {
 /// A relative `core.hooksPath` is taken from the top level, as git does,
 /// even when installing from a subdirectory; `[tool.rcache]` excludes are
 /// honoured; the user's hook's exit status
-/// is git's, with rcache or without; and rcache failing (no such Python)
-/// is one warning, never a failed git command.
+/// is git's, with rcache or without; and rcache failing (no such Python,
+/// a bad pyproject.toml) is reported once, never a failed git command.
 #[test]
 fn hooks_path_exit_status_and_failures() {
     let python = crate::support::any_python();
@@ -356,6 +356,16 @@ fn hooks_path_exit_status_and_failures() {
             && warnings[0].contains("no-such-python"),
         "{warnings:?}"
     );
+
+    repo.write("pyproject.toml", "[tool.rcache]\nno-such-key = 1\n");
+    let output = repo.git_in(&repo.dir, &["checkout", "-q", "other"]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let said = stderr(&output);
+    assert!(
+        said.starts_with("rcache: error: in `") && said.contains("no-such-key"),
+        "reported as any command reports it: {said}"
+    );
+    assert!(!said.contains("hook failed"), "and only once: {said}");
     covered("hooks_path_exit_status_and_failures", &[python]);
 }
 
