@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::env_vars;
 
@@ -19,25 +19,39 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The parsed command line, and clap's record of which values it (or the
+/// environment) gave, which the settings' layers need.
+#[derive(Debug)]
+pub struct Invocation {
+    pub cli: Cli,
+    pub matches: ArgMatches,
+}
+
 impl Cli {
     /// Parses the command line, exiting with clap's message on bad input.
     /// Everything after `exec` is Python's, even what looks like rcache's
     /// own global flags (`-O`, `-v`), so that part never reaches clap.
-    pub fn parse_args(args: Vec<OsString>) -> Self {
+    pub fn parse_args(args: &[OsString]) -> Invocation {
         for (index, arg) in args.iter().enumerate().skip(1) {
             if arg != "exec" {
                 continue;
             }
             // The first `exec` that clap takes as the subcommand (not as
             // the value of `--store exec`, say).
-            if let Ok(mut cli) = Self::try_parse_from(&args[..=index]) {
-                if let Command::Exec(exec) = &mut cli.command {
+            if let Ok(mut invocation) = Self::try_invocation(&args[..=index]) {
+                if let Command::Exec(exec) = &mut invocation.cli.command {
                     exec.args = args[index + 1..].to_vec();
-                    return cli;
+                    return invocation;
                 }
             }
         }
-        Self::parse_from(args)
+        Self::try_invocation(args).unwrap_or_else(|err| err.exit())
+    }
+
+    fn try_invocation(args: &[OsString]) -> Result<Invocation, clap::Error> {
+        let matches = Self::command().try_get_matches_from(args)?;
+        let cli = Self::from_arg_matches_mut(&mut matches.clone())?;
+        Ok(Invocation { cli, matches })
     }
 }
 
@@ -62,28 +76,33 @@ pub struct GlobalArgs {
     pub verbose: u8,
     /// Size the store is kept under: least recently used code is evicted
     /// when a run leaves it bigger (`500M`, `2GiB`; `rcache gc` evicts down
-    /// to it)
+    /// to it) [default: 2GiB]
     #[arg(
         long,
         global = true,
         env = env_vars::RCACHE_MAX_SIZE,
         value_name = "SIZE",
-        default_value = "2GiB",
         value_parser = parse_size
     )]
-    pub max_size: u64,
+    pub max_size: Option<u64>,
     /// Compile workers [default: the number of CPUs]
-    #[arg(short = 'j', long = "jobs", global = true, value_name = "N")]
+    #[arg(short = 'j', long = "jobs", global = true, env = env_vars::RCACHE_JOBS, value_name = "N")]
     pub jobs: Option<NonZeroUsize>,
-    /// Optimization level to compile at; repeat for several [default: 0]
+    /// Optimization level to compile at; repeat for several (`-O0 -O1` or
+    /// `-O 0,1`) [default: 0]
     #[arg(
         short = 'O',
         long = "optimize",
         global = true,
+        env = env_vars::RCACHE_OPTIMIZE,
         value_name = "LEVEL",
+        value_delimiter = ',',
         value_parser = clap::value_parser!(u8).range(0..=2)
     )]
     pub optimize: Vec<u8>,
+    /// Ignore `[tool.rcache]` in pyproject.toml files
+    #[arg(long, global = true, env = env_vars::RCACHE_NO_CONFIG, value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_config: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,9 +126,50 @@ pub enum Command {
     Export(ExportArgs),
     /// Merge an archive written by `rcache export` into the store
     Import(ImportArgs),
+    /// Show each setting, its value and where it came from (command line,
+    /// environment, pyproject.toml, default)
+    Config,
     /// Run `python ARGS...` with every import served from the store
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Exec(ExecArgs),
+    /// Explain what this Python will do with the pycs under PATHs (used,
+    /// stale, missing, never used) and what the store holds for them;
+    /// writes nothing
+    Doctor(DoctorArgs),
+    /// Install (or remove) git hooks that materialize what each checkout,
+    /// merge and rebase changed
+    Hook(HookArgs),
+}
+
+/// Arguments of `rcache hook`.
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    #[command(subcommand)]
+    pub command: HookCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// Add post-checkout, post-merge and post-rewrite hooks to the git
+    /// repository here (its `core.hooksPath`, if set); a hook already there
+    /// is kept and run first
+    Install,
+    /// Remove rcache's hooks, putting back the ones they displaced
+    Uninstall,
+    /// What an installed hook runs: materialize the .py files git changed
+    #[command(hide = true)]
+    Run(HookRunArgs),
+}
+
+/// Arguments of `rcache hook run`.
+#[derive(Debug, Args)]
+pub struct HookRunArgs {
+    /// The hook git is running
+    #[arg(value_enum)]
+    pub hook: crate::git_hooks::Hook,
+    /// The arguments git gave the hook
+    #[arg(num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<OsString>,
 }
 
 /// Which sources to take, and how long one may take to compile.
@@ -117,9 +177,9 @@ pub enum Command {
 pub struct WalkArgs {
     #[command(flatten)]
     pub sources: SourceArgs,
-    /// Seconds one file may take to compile; 0 waits forever
-    #[arg(long, value_name = "SECS", env = env_vars::RCACHE_TIMEOUT, default_value = "120")]
-    pub timeout: f64,
+    /// Seconds one file may take to compile; 0 waits forever [default: 120]
+    #[arg(long, value_name = "SECS", env = env_vars::RCACHE_TIMEOUT)]
+    pub timeout: Option<f64>,
 }
 
 /// Which sources to take.
@@ -143,7 +203,7 @@ pub struct MaterializeArgs {
     pub walk: WalkArgs,
     /// What the pyc header records [default: timestamp, or checked-hash when
     /// SOURCE_DATE_EPOCH is set]
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = env_vars::RCACHE_MODE)]
     pub mode: Option<crate::pyc::Mode>,
     /// Write a PYTHONPYCACHEPREFIX tree under DIR instead of `__pycache__`
     /// dirs [default: $PYTHONPYCACHEPREFIX]
@@ -166,6 +226,21 @@ pub struct CleanArgs {
     /// Say what would be removed, remove nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// Arguments of `rcache doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    /// Judge the pycs of this PYTHONPYCACHEPREFIX tree, as CPython run with
+    /// it does [default: $PYTHONPYCACHEPREFIX]
+    #[arg(long, value_name = "DIR", env = env_vars::PYTHONPYCACHEPREFIX)]
+    pub prefix: Option<PathBuf>,
+    /// As CPython's `--check-hash-based-pycs`: which hash-based pycs the
+    /// import system checks against their source
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "default")]
+    pub check_hash_based_pycs: crate::doctor::CheckHashBasedPycs,
 }
 
 /// Arguments of `rcache gc`.
@@ -193,7 +268,7 @@ pub struct VerifyArgs {
 }
 
 /// A size such as `500M` (SI units) or `2GiB` (binary units), in bytes.
-fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, String> {
     text.trim()
         .parse::<bytesize::ByteSize>()
         .map(|size| size.as_u64())
@@ -261,9 +336,9 @@ mod tests {
     #[test]
     fn sizes_and_durations() {
         let cli = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
-        assert_eq!(cli(&["rcache", "stats"]).unwrap().global.max_size, 2 << 30);
+        assert_eq!(cli(&["rcache", "stats"]).unwrap().global.max_size, None);
         let gc = cli(&["rcache", "gc", "--max-size", "500M", "--max-age", "30d"]).unwrap();
-        assert_eq!(gc.global.max_size, 500_000_000);
+        assert_eq!(gc.global.max_size, Some(500_000_000));
         let Command::Gc(args) = gc.command else {
             panic!("not gc")
         };
@@ -276,7 +351,7 @@ mod tests {
                 .unwrap()
                 .global
                 .max_size,
-            3 << 29
+            Some(3 << 29)
         );
         assert!(cli(&["rcache", "gc", "--max-size", "lots"]).is_err());
         assert!(cli(&["rcache", "gc", "--max-age", "30"]).is_err());
@@ -313,7 +388,7 @@ mod tests {
             "--help",
         ];
         let command_line = ["rcache", "-v", "exec"].iter().chain(&python_args);
-        let cli = Cli::parse_args(command_line.map(OsString::from).collect());
+        let cli = Cli::parse_args(&command_line.map(OsString::from).collect::<Vec<_>>()).cli;
         let Command::Exec(exec) = cli.command else {
             panic!("not exec")
         };
@@ -321,7 +396,7 @@ mod tests {
         assert_eq!(cli.global.verbose, 1);
         assert!(cli.global.optimize.is_empty() && !cli.global.json);
         let odd_store = ["rcache", "--store", "exec", "exec", "x.py"].map(OsString::from);
-        let cli = Cli::parse_args(odd_store.to_vec());
+        let cli = Cli::parse_args(&odd_store).cli;
         assert_eq!(cli.global.store, Some(PathBuf::from("exec")));
         let Command::Exec(exec) = cli.command else {
             panic!("not exec")

@@ -6,6 +6,14 @@ pub const RCACHE_STORE: &str = "RCACHE_STORE";
 pub const RCACHE_PYTHON: &str = "RCACHE_PYTHON";
 /// Size the store is kept under (same as `--max-size`).
 pub const RCACHE_MAX_SIZE: &str = "RCACHE_MAX_SIZE";
+/// Compile workers (same as `--jobs`).
+pub const RCACHE_JOBS: &str = "RCACHE_JOBS";
+/// Optimization levels, comma-separated (same as `-O`).
+pub const RCACHE_OPTIMIZE: &str = "RCACHE_OPTIMIZE";
+/// What `materialize` records in pyc headers (same as `--mode`).
+pub const RCACHE_MODE: &str = "RCACHE_MODE";
+/// Any value but `0`/`false`/empty ignores `[tool.rcache]` (same as `--no-config`).
+pub const RCACHE_NO_CONFIG: &str = "RCACHE_NO_CONFIG";
 /// Per-file compile timeout in seconds; `0` disables it (same as `--timeout`).
 pub const RCACHE_TIMEOUT: &str = "RCACHE_TIMEOUT";
 /// Log filter for `tracing`, e.g. `rcache=debug`.

@@ -11,9 +11,13 @@ pub mod cli;
 pub mod commands;
 pub mod compile;
 pub mod config;
+pub mod doctor;
 pub mod env_vars;
 pub mod exec;
 pub mod exit;
+pub mod git;
+pub mod git_changes;
+pub mod git_hooks;
 pub mod identity;
 pub mod interpreter;
 pub mod interrupt;
@@ -33,9 +37,12 @@ pub mod sweep;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use anyhow::{Context, bail};
+
+use crate::cli::{Cli, Command, Invocation};
 use crate::config::{
-    CleanConfig, ExportConfig, GlobalConfig, ImportConfig, MaterializeConfig, WalkConfig,
+    CleanConfig, DoctorConfig, ExportConfig, GlobalConfig, ImportConfig, MaterializeConfig, Origin,
+    Settings, WalkConfig,
 };
 use crate::exit::ExitStatus;
 
@@ -43,14 +50,14 @@ use crate::exit::ExitStatus;
 /// printed here, once.
 #[expect(clippy::print_stderr, reason = "the one place errors are printed")]
 pub fn main() -> ExitCode {
-    let cli = Cli::parse_args(std::env::args_os().collect());
-    logging::init(cli.global.verbose);
+    let invocation = Cli::parse_args(&std::env::args_os().collect::<Vec<_>>());
+    logging::init(invocation.cli.global.verbose);
     // `exec` forks while it has a single thread, and then becomes Python,
     // which handles Ctrl-C itself.
-    if !matches!(cli.command, Command::Exec(_)) {
+    if !matches!(invocation.cli.command, Command::Exec(_)) {
         interrupt::install();
     }
-    match run(&cli) {
+    match run(&invocation) {
         Ok(status) => status.into(),
         Err(err) => {
             // A closed pipe (`rcache stats | head -1`) is not an error.
@@ -68,19 +75,45 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> anyhow::Result<ExitStatus> {
-    let global = GlobalConfig::from_args(&cli.global)?;
+fn run(invocation: &Invocation) -> anyhow::Result<ExitStatus> {
+    let Invocation { cli, matches } = invocation;
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let project = if cli.global.no_config {
+        None
+    } else {
+        config::file::find(&cwd)?
+    };
+    let settings = Settings::resolve(matches, project.as_ref(), &cwd)?;
+    let global = GlobalConfig::new(&cli.global, &settings, cwd);
     match &cli.command {
-        Command::Warm(args) => commands::warm(&global, &WalkConfig::from_args(args, &global)?),
-        Command::Clean(args) => commands::clean(&global, &CleanConfig::from_args(args, &global)),
+        Command::Warm(args) => commands::warm(&global, &WalkConfig::new(args, &settings, &global)),
+        Command::Clean(args) => {
+            commands::clean(&global, &CleanConfig::new(args, &settings, &global))
+        }
         Command::Materialize(args) => {
-            commands::materialize(&global, &MaterializeConfig::from_args(args, &global)?)
+            commands::materialize(&global, &MaterializeConfig::new(args, &settings, &global))
         }
         Command::Stats => commands::stats(&global),
         Command::Gc(args) => commands::gc(&global, args),
         Command::Verify(args) => commands::verify(&global, args),
-        Command::Export(args) => commands::export(&global, &ExportConfig::from_args(args, &global)),
-        Command::Import(args) => commands::import(&global, &ImportConfig::from_args(args, &global)),
-        Command::Exec(args) => commands::exec(&global, &args.args),
+        Command::Export(args) => {
+            commands::export(&global, &ExportConfig::new(args, &settings, &global))
+        }
+        Command::Import(args) => commands::import(&global, &ImportConfig::new(args, &global)),
+        Command::Config => commands::config(&global, &settings, project.as_ref()),
+        Command::Exec(args) => {
+            // The project's levels are for compiling; a program runs at
+            // Python's own level, given after `exec`.
+            if settings.optimize.origin == Origin::CommandLine && settings.optimize.value != [0] {
+                bail!(
+                    "`rcache exec` runs at Python's own optimization level: put `-O` after `exec`"
+                );
+            }
+            commands::exec(&global, &args.args)
+        }
+        Command::Doctor(args) => {
+            commands::doctor(&global, &DoctorConfig::new(args, &settings, &global))
+        }
+        Command::Hook(args) => commands::hook(&global, &settings, &args.command),
     }
 }

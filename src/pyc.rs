@@ -2,6 +2,7 @@
 //! (`importlib.util.cache_from_source`, with or without a pycache prefix).
 
 use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::hash::Hasher;
 use std::path::{Component, Path, PathBuf};
 
@@ -10,7 +11,8 @@ use siphasher::sip::{SipHasher13, SipHasher24};
 use crate::interpreter::{Profile, SourceHash};
 
 /// How a pyc says which source it was made from (PEP 552).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Source mtime and size: the default of `py_compile` and imports.
     Timestamp,
@@ -95,6 +97,89 @@ pub fn header(magic: [u8; 4], validation: Validation) -> [u8; 16] {
         }
     }
     header
+}
+
+/// Why CPython's `_classify_pyc` rejects a pyc: it then ignores the file
+/// and compiles the source instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadHeader {
+    /// The first 4 bytes are not this interpreter's magic number (another
+    /// build of Python, or not a pyc at all): what they are.
+    Magic(Vec<u8>),
+    /// The magic number is right but the 16-byte header is cut short: its
+    /// length.
+    Truncated(usize),
+    /// Flags other than the two PEP 552 defines.
+    Flags(u32),
+}
+
+impl std::fmt::Display for BadHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Magic(found) => write!(f, "bad magic number {}", hex(found)),
+            Self::Truncated(length) => {
+                write!(f, "header cut short ({length} bytes of 16)")
+            }
+            Self::Flags(flags) => write!(f, "invalid flags {flags:#x}"),
+        }
+    }
+}
+
+/// `_classify_pyc(data, ...)` for an interpreter with `magic`: the magic
+/// number first, then the length, then the flags, in CPython's order (so a
+/// file shorter than 4 bytes has a bad magic number). Returns how the pyc
+/// says it must be checked against its source.
+pub fn classify(data: &[u8], magic: [u8; 4]) -> Result<Mode, BadHeader> {
+    if data.get(..4) != Some(magic.as_slice()) {
+        return Err(BadHeader::Magic(data[..data.len().min(4)].to_vec()));
+    }
+    if data.len() < 16 {
+        return Err(BadHeader::Truncated(data.len()));
+    }
+    let flags = u32::from_le_bytes(data[4..8].try_into().expect("4 bytes"));
+    match flags {
+        // 0b10 passes `_classify_pyc`; bit 0 clear makes it a timestamp pyc.
+        0 | 0b10 => Ok(Mode::Timestamp),
+        0b01 => Ok(Mode::UncheckedHash),
+        0b11 => Ok(Mode::CheckedHash),
+        _ => Err(BadHeader::Flags(flags)),
+    }
+}
+
+/// Whether a classified pyc's header (`data`, at least 16 bytes) records
+/// the source as `validation` describes it: bytes 8..16 are what
+/// [`header`] writes, which is what `_validate_timestamp_pyc` (mtime and
+/// size, each masked to 32 bits) and `_validate_hash_pyc` compare.
+pub fn records(data: &[u8], magic: [u8; 4], validation: Validation) -> bool {
+    data.get(8..16) == Some(&header(magic, validation)[8..16])
+}
+
+/// Lower-case hex of `bytes`, as pyc fields are shown to users.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut text, byte| {
+        let _ = write!(text, "{byte:02x}");
+        text
+    })
+}
+
+/// `NAME`, cache tag and optimization level of a pyc file name
+/// `NAME.TAG[.opt-N].pyc` (the inverse of [`cache_path`]'s name), for any
+/// tag; `None` for other names.
+pub fn parse_cache_name(name: &[u8]) -> Option<(&[u8], &[u8], u8)> {
+    let rest = name.strip_suffix(b".pyc")?;
+    let (rest, level) = match rest.windows(5).rposition(|window| window == b".opt-") {
+        Some(at) => {
+            let digits = std::str::from_utf8(&rest[at + 5..]).ok()?;
+            if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+                return None;
+            }
+            (&rest[..at], digits.parse().ok()?)
+        }
+        None => (rest, 0),
+    };
+    let dot = rest.iter().rposition(|&byte| byte == b'.')?;
+    let (stem, tag) = (&rest[..dot], &rest[dot + 1..]);
+    (!stem.is_empty() && !tag.is_empty()).then_some((stem, tag, level))
 }
 
 /// `_imp.source_hash(_RAW_MAGIC_NUMBER, source)`: SipHash keyed with the
@@ -227,6 +312,63 @@ mod tests {
         assert_eq!(&header[4..8], &[0; 4]);
         assert_eq!(&header[8..12], &[0xff; 4]);
         assert_eq!(&header[12..16], &5u32.to_le_bytes());
+    }
+
+    #[test]
+    fn classify_follows_classify_pyc() {
+        let magic = *b"\xcb\x0d\x0d\x0a";
+        let stamp = SourceStamp { mtime: 7, size: 9 };
+        let timestamp = header(magic, Validation::Timestamp(stamp));
+        assert_eq!(classify(&timestamp, magic), Ok(Mode::Timestamp));
+        assert!(records(&timestamp, magic, Validation::Timestamp(stamp)));
+        let edited = SourceStamp { mtime: 7, size: 10 };
+        assert!(!records(&timestamp, magic, Validation::Timestamp(edited)));
+        let checked = header(
+            magic,
+            Validation::Hash {
+                checked: true,
+                hash: [1; 8],
+            },
+        );
+        assert_eq!(classify(&checked, magic), Ok(Mode::CheckedHash));
+        let unchecked = header(
+            magic,
+            Validation::Hash {
+                checked: false,
+                hash: [1; 8],
+            },
+        );
+        assert_eq!(classify(&unchecked, magic), Ok(Mode::UncheckedHash));
+        assert_eq!(
+            classify(b"\xcb\x0d", magic),
+            Err(BadHeader::Magic(b"\xcb\x0d".to_vec()))
+        );
+        assert_eq!(
+            classify(&timestamp[..10], magic),
+            Err(BadHeader::Truncated(10))
+        );
+        let mut flagged = timestamp;
+        flagged[4] = 4;
+        assert_eq!(classify(&flagged, magic), Err(BadHeader::Flags(4)));
+        assert_eq!(
+            classify(&timestamp, *b"\x55\x0d\x0d\x0a"),
+            Err(BadHeader::Magic(magic.to_vec()))
+        );
+    }
+
+    #[test]
+    fn cache_names_parse_back() {
+        assert_eq!(
+            parse_cache_name(b"mod.cpython-312.pyc"),
+            Some((&b"mod"[..], &b"cpython-312"[..], 0))
+        );
+        assert_eq!(
+            parse_cache_name(b"a.b.cpython-39.opt-2.pyc"),
+            Some((&b"a.b"[..], &b"cpython-39"[..], 2))
+        );
+        assert_eq!(parse_cache_name(b"mod.pyc"), None);
+        assert_eq!(parse_cache_name(b"mod.cpython-312.opt-.pyc"), None);
+        assert_eq!(parse_cache_name(b".rcache-x.tmp"), None);
     }
 
     /// `_imp.source_hash(_RAW_MAGIC_NUMBER, b"rcache source_hash probe")`

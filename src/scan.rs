@@ -5,7 +5,8 @@
 //! walking, and a virtualenv named on the command line (a directory holding
 //! `pyvenv.cfg`), or a directory inside one, is walked without them, since
 //! uv and `python -m venv` put `*` in the virtualenv's own `.gitignore`.
-//! `--exclude` globs are gitignore-style, relative to the current directory. Hidden entries are walked (`.venv`), `.git`
+//! `--exclude` globs are gitignore-style, relative to the current directory
+//! (or to the project file that set them). Hidden entries are walked (`.venv`), `.git`
 //! and `__pycache__` are not. Symlinks are followed; a loop is reported
 //! once. A file is known by the path as walked, made absolute lexically.
 
@@ -13,7 +14,7 @@ use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
-use ignore::overrides::OverrideBuilder;
+use ignore::overrides::{Override, OverrideBuilder};
 use ignore::{WalkBuilder, WalkState};
 
 /// How to walk.
@@ -21,6 +22,8 @@ use ignore::{WalkBuilder, WalkState};
 pub struct ScanOptions {
     /// Gitignore-style globs of paths to leave out (`--exclude`).
     pub exclude: Vec<String>,
+    /// The directory `exclude` is relative to, when not the current one.
+    pub exclude_root: Option<PathBuf>,
     /// Ignore `.gitignore`, `.ignore` and git's excludes (`--no-ignore`).
     pub no_ignore: bool,
     /// Walker threads.
@@ -53,6 +56,8 @@ pub struct Scan {
     pub pycache_dirs: Vec<PathBuf>,
     /// The named paths that are directories, absolute.
     pub roots: Vec<PathBuf>,
+    /// Every directory walked, the roots included.
+    pub dirs: Vec<PathBuf>,
 }
 
 #[derive(Default)]
@@ -61,6 +66,7 @@ struct Found {
     errors: Vec<ScanError>,
     venvs: BTreeSet<Venv>,
     pycache_dirs: BTreeSet<PathBuf>,
+    dirs: BTreeSet<PathBuf>,
 }
 
 /// Walks `paths` (relative ones are taken from `cwd`).
@@ -97,6 +103,7 @@ pub fn scan(paths: &[PathBuf], cwd: &Path, options: &ScanOptions) -> Scan {
         venvs: found.venvs.into_iter().collect(),
         pycache_dirs: found.pycache_dirs.into_iter().collect(),
         roots,
+        dirs: found.dirs.into_iter().collect(),
     }
 }
 
@@ -130,19 +137,11 @@ fn walk(root: &Path, cwd: &Path, options: &ScanOptions, found: &Mutex<Found>) {
             .git_exclude(false)
             .parents(false);
     }
-    if !options.exclude.is_empty() {
-        let mut overrides = OverrideBuilder::new(cwd);
-        for glob in &options.exclude {
-            if let Err(err) = overrides.add(&format!("!{glob}")) {
-                tracing::warn!("ignoring bad --exclude glob `{glob}`: {err}");
-            }
-        }
-        match overrides.build() {
-            Ok(overrides) => {
-                builder.overrides(overrides);
-            }
-            Err(err) => tracing::warn!("ignoring --exclude globs: {err}"),
-        }
+    if let Some(overrides) = exclusions(
+        &options.exclude,
+        options.exclude_root.as_deref().unwrap_or(cwd),
+    ) {
+        builder.overrides(overrides);
     }
     builder.build_parallel().run(|| {
         Box::new(move |entry| match entry {
@@ -156,6 +155,24 @@ fn walk(root: &Path, cwd: &Path, options: &ScanOptions, found: &Mutex<Found>) {
     });
 }
 
+/// The `--exclude` globs (relative to `cwd`) as the walker's overrides;
+/// `None` when there are none. A path they leave out `matched(..).is_ignore()`.
+pub fn exclusions(exclude: &[String], cwd: &Path) -> Option<Override> {
+    if exclude.is_empty() {
+        return None;
+    }
+    let mut overrides = OverrideBuilder::new(cwd);
+    for glob in exclude {
+        if let Err(err) = overrides.add(&format!("!{glob}")) {
+            tracing::warn!("ignoring bad --exclude glob `{glob}`: {err}");
+        }
+    }
+    overrides
+        .build()
+        .inspect_err(|err| tracing::warn!("ignoring --exclude globs: {err}"))
+        .ok()
+}
+
 fn visit(entry: &ignore::DirEntry, found: &Mutex<Found>) -> WalkState {
     let Some(kind) = entry.file_type() else {
         return WalkState::Continue;
@@ -165,9 +182,12 @@ fn visit(entry: &ignore::DirEntry, found: &Mutex<Found>) -> WalkState {
         // Remembered even when ignore rules hide it (`__pycache__/` is in
         // most `.gitignore` files): its pycs may have lost their sources.
         let pycache = path.join("__pycache__");
-        if pycache.is_dir() {
-            lock(found).pycache_dirs.insert(pycache);
+        let has_pycache = pycache.is_dir();
+        let mut found = lock(found);
+        if has_pycache {
+            found.pycache_dirs.insert(pycache);
         }
+        found.dirs.insert(path.to_owned());
         return WalkState::Continue;
     }
     if !kind.is_file() {

@@ -3,8 +3,6 @@
 
 use std::ffi::OsString;
 
-use anyhow::bail;
-
 use crate::config::{GlobalConfig, Verbosity};
 use crate::exec::{self, Target};
 use crate::exit::ExitStatus;
@@ -13,9 +11,6 @@ use crate::interpreter;
 /// Becomes the interpreter; returns only when it cannot be started.
 #[expect(clippy::print_stderr, reason = "the one warning before Python runs")]
 pub fn exec(global: &GlobalConfig, args: &[OsString]) -> anyhow::Result<ExitStatus> {
-    if global.levels != [0] {
-        bail!("`rcache exec` runs at Python's own optimization level: put `-O` after `exec`");
-    }
     let candidate = interpreter::discover(global.python.as_deref(), &global.cwd)?;
     let target = super::open_store(global, super::StoreUse::Read).and_then(|mut store| {
         if let Some(why) = store.read_only() {

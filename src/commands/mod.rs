@@ -1,9 +1,12 @@
 //! One file per subcommand; each returns the run's [`ExitStatus`].
 
 mod clean;
+mod config;
+mod doctor;
 mod exec;
 mod export;
 mod gc;
+mod hook;
 mod import;
 mod materialize;
 mod stats;
@@ -11,12 +14,15 @@ mod verify;
 mod warm;
 
 pub use clean::clean;
+pub use config::config;
+pub use doctor::doctor;
 pub use exec::exec;
 pub use export::export;
 pub use gc::gc;
+pub use hook::hook;
 pub use import::import;
 pub use materialize::materialize;
-pub use stats::stats;
+pub use stats::{human_bytes, stats};
 pub use verify::verify;
 pub use warm::warm;
 
@@ -106,6 +112,30 @@ fn select_interpreter(
     global: &GlobalConfig,
     store: &mut Store,
 ) -> anyhow::Result<(Interpreter, i64)> {
+    let found = find_interpreter(global, Some(store))?;
+    let id = match found.profile_id {
+        Some(id) => id,
+        None => store.remember_profile(
+            &found.interpreter.executable,
+            &found.identity,
+            &found.interpreter.profile,
+        )?,
+    };
+    Ok((found.interpreter, id))
+}
+
+/// An interpreter found, and what the store knew of it.
+struct Found {
+    interpreter: Interpreter,
+    /// The executable's identity, which its profile is recorded under.
+    identity: FileIdentity,
+    /// The profile's id, when `store` already had it for this file.
+    profile_id: Option<i64>,
+}
+
+/// Finds the interpreter and its profile: from `store` when it has one for
+/// this exact executable file, else by probing it. Writes nothing.
+fn find_interpreter(global: &GlobalConfig, store: Option<&Store>) -> anyhow::Result<Found> {
     let candidate = interpreter::discover(global.python.as_deref(), &global.cwd)?;
     let mut executable = candidate.path;
     let mut probed = None;
@@ -118,28 +148,29 @@ fn select_interpreter(
     }
     let identity = FileIdentity::of(&executable)
         .with_context(|| format!("cannot read `{}`", executable.display()))?;
-    if probed.is_none() {
+    if let (None, Some(store)) = (&probed, store) {
         if let Some((id, profile)) = store.cached_profile(&executable, &identity)? {
             tracing::debug!("profile of `{}` from the store", executable.display());
-            return Ok((
-                Interpreter {
+            return Ok(Found {
+                interpreter: Interpreter {
                     executable,
                     profile,
                 },
-                id,
-            ));
+                identity,
+                profile_id: Some(id),
+            });
         }
     }
     let profile = match probed {
         Some(profile) => profile,
         None => interpreter::probe(&executable)?.0,
     };
-    let id = store.remember_profile(&executable, &identity, &profile)?;
-    Ok((
-        Interpreter {
+    Ok(Found {
+        interpreter: Interpreter {
             executable,
             profile,
         },
-        id,
-    ))
+        identity,
+        profile_id: None,
+    })
 }

@@ -53,7 +53,7 @@ pub fn stats(global: &GlobalConfig) -> anyhow::Result<ExitStatus> {
 }
 
 /// Sizes in binary units, as `du -h` shows them.
-pub(super) fn human_bytes(bytes: u64) -> String {
+pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;

@@ -130,7 +130,7 @@ fn materialize_and_check(python: &Python, copy: impl Fn(&Path) -> usize) -> usiz
     files
 }
 
-fn cache_path(python: &Python, source: &Path) -> PathBuf {
+pub(crate) fn cache_path(python: &Python, source: &Path) -> PathBuf {
     let tag = format!("cpython-3{}", python.version.1);
     rcache::pyc::cache_path(source, &tag, 0, None)
 }
@@ -146,7 +146,7 @@ pub(crate) fn loader_problems(python: &Python, sources: &[&PathBuf]) -> String {
     crate::support::python_with_input(python, &[], &script, &listing)
 }
 
-fn differing_from_pristine(python: &Python, sources: &[&PathBuf]) -> Vec<PathBuf> {
+pub(crate) fn differing_from_pristine(python: &Python, sources: &[&PathBuf]) -> Vec<PathBuf> {
     crate::support::parallel_filter_map(sources, |source| {
         let output = python
             .command()

@@ -1,0 +1,1 @@
+"""A tiny application: two worktrees of its repository share one rcache store."""
