@@ -21,5 +21,5 @@ mod scan;
 mod stdlib;
 mod store;
 mod verify;
-
 mod warm;
+mod wheel;

@@ -691,3 +691,73 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
+
+/// The maturin the tests build wheels with, pinned, from PyPI.
+const MATURIN: &str = "maturin==1.16.0";
+
+/// The wheel `maturin build` makes of this crate (`pyproject.toml`:
+/// `bindings = "bin"`) around the binary under test, built once per binary
+/// and kept in the target dir, keyed by the binary's content.
+///
+/// nextest runs each test in a process of its own: a file lock in the target
+/// dir lets one build while the others wait. maturin builds with the profile
+/// the binary was built with (`target/debug` is `dev`), so cargo finds
+/// everything up to date and the wheel only packs the binary (a few
+/// seconds); the wheel test checks the packed binary is this one.
+pub fn rcache_wheel() -> PathBuf {
+    let binary = Path::new(env!("CARGO_BIN_EXE_rcache"));
+    let profile_dir = binary.parent().unwrap();
+    let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
+        "debug" => "dev",
+        other => other,
+    };
+    let wheels = profile_dir.parent().unwrap().join("rcache-test-wheels");
+    std::fs::create_dir_all(&wheels).unwrap();
+    let lock = std::fs::File::create(wheels.join(".lock")).unwrap();
+    lock.lock().unwrap();
+    let binary_hash = blake3::hash(&std::fs::read(binary).unwrap());
+    let out = wheels.join(&binary_hash.to_hex()[..16]);
+    if let Some(wheel) = wheel_in(&out) {
+        return wheel;
+    }
+    // Wheels of earlier binaries, and what an interrupted build left.
+    for entry in std::fs::read_dir(&wheels).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).unwrap();
+        }
+    }
+    let maturin = pypi_venv(&any_python(), &[MATURIN]).with_file_name("maturin");
+    let partial = wheels.join("partial");
+    let started = std::time::Instant::now();
+    let output = Command::new(&maturin)
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .args(["--profile", profile, "--quiet", "--out"])
+        .arg(&partial)
+        .output()
+        .expect("running maturin");
+    assert!(
+        output.status.success(),
+        "maturin build failed\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        stderr(&output)
+    );
+    std::fs::rename(&partial, &out).unwrap();
+    eprintln!("built the wheel in {:.1}s", started.elapsed().as_secs_f64());
+    wheel_in(&out).expect("maturin wrote no wheel")
+}
+
+/// The one `.whl` in `dir`, if `dir` exists.
+fn wheel_in(dir: &Path) -> Option<PathBuf> {
+    let wheels: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "whl"))
+        .collect();
+    match wheels.as_slice() {
+        [wheel] => Some(wheel.clone()),
+        _ => None,
+    }
+}
