@@ -38,11 +38,11 @@ impl Cli {
             }
             // The first `exec` that clap takes as the subcommand (not as
             // the value of `--store exec`, say).
-            if let Ok(mut invocation) = Self::try_invocation(&args[..=index]) {
-                if let Command::Exec(exec) = &mut invocation.cli.command {
-                    exec.args = args[index + 1..].to_vec();
-                    return invocation;
-                }
+            if let Ok(mut invocation) = Self::try_invocation(&args[..=index])
+                && let Command::Exec(exec) = &mut invocation.cli.command
+            {
+                exec.args = args[index + 1..].to_vec();
+                return invocation;
             }
         }
         Self::try_invocation(args).unwrap_or_else(|err| err.exit())

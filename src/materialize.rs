@@ -110,11 +110,11 @@ pub fn write_pycs(
         for ((source, _, key), (target, identity)) in wanted.into_iter().zip(on_disk) {
             // The fast no-op: the pyc is the very file rcache wrote for this
             // code, header and source stamp, untouched since.
-            if let Some(identity) = identity {
-                if store.written_pyc(&target)? == Some(record(source, key, identity)) {
-                    written.up_to_date += 1;
-                    continue;
-                }
+            if let Some(identity) = identity
+                && store.written_pyc(&target)? == Some(record(source, key, identity))
+            {
+                written.up_to_date += 1;
+                continue;
             }
             let Some(blob) = store.read_blob(&key)? else {
                 written

@@ -195,11 +195,11 @@ fn visit(entry: &ignore::DirEntry, found: &Mutex<Found>) -> WalkState {
     }
     if path.extension().is_some_and(|ext| ext == "py") {
         lock(found).files.insert(path.to_owned());
-    } else if path.file_name().is_some_and(|name| name == "pyvenv.cfg") {
-        if let Some(version) = venv_version(path) {
-            let dir = path.parent().unwrap_or(path).to_owned();
-            lock(found).venvs.insert(Venv { dir, version });
-        }
+    } else if path.file_name().is_some_and(|name| name == "pyvenv.cfg")
+        && let Some(version) = venv_version(path)
+    {
+        let dir = path.parent().unwrap_or(path).to_owned();
+        lock(found).venvs.insert(Venv { dir, version });
     }
     WalkState::Continue
 }

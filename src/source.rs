@@ -160,19 +160,18 @@ pub fn read_or_recall(
     path: &Path,
     known: Option<KnownSource>,
 ) -> Result<(Source, bool), ScanError> {
-    if let Some(known) = known {
-        if let Ok(metadata) = std::fs::metadata(path) {
-            if FileIdentity::from_metadata(&metadata) == known.identity {
-                let source = Source {
-                    path: path.to_owned(),
-                    metadata,
-                    content: known.content,
-                    keys: Vec::new(),
-                    bytes: OnceLock::new(),
-                };
-                return Ok((source, false));
-            }
-        }
+    if let Some(known) = known
+        && let Ok(metadata) = std::fs::metadata(path)
+        && FileIdentity::from_metadata(&metadata) == known.identity
+    {
+        let source = Source {
+            path: path.to_owned(),
+            metadata,
+            content: known.content,
+            keys: Vec::new(),
+            bytes: OnceLock::new(),
+        };
+        return Ok((source, false));
     }
     let read_at = SystemTime::now();
     let (metadata, bytes) = read(path)?;

@@ -152,12 +152,12 @@ impl Sweeper<'_> {
 
     /// Removes the file at `path`; on failure it is reported, and `left`.
     fn remove(&self, path: PathBuf, removed: &mut Removed, left: &mut usize) {
-        if !self.dry_run {
-            if let Err(err) = std::fs::remove_file(&path) {
-                removed.failures.push(io_error(path, &err).into());
-                *left += 1;
-                return;
-            }
+        if !self.dry_run
+            && let Err(err) = std::fs::remove_file(&path)
+        {
+            removed.failures.push(io_error(path, &err).into());
+            *left += 1;
+            return;
         }
         removed.removed += 1;
         removed.paths.push(path);

@@ -13,10 +13,10 @@ use crate::interpreter;
 pub fn exec(global: &GlobalConfig, args: &[OsString]) -> anyhow::Result<ExitStatus> {
     let candidate = interpreter::discover(global.python.as_deref(), &global.cwd)?;
     let target = super::open_store(global, super::StoreUse::Read).and_then(|mut store| {
-        if let Some(why) = store.read_only() {
-            if global.verbosity != Verbosity::Quiet {
-                eprintln!("rcache: {}", super::read_only_warning(&store, why));
-            }
+        if let Some(why) = store.read_only()
+            && global.verbosity != Verbosity::Quiet
+        {
+            eprintln!("rcache: {}", super::read_only_warning(&store, why));
         }
         let (interpreter, profile_id) = super::select_interpreter(global, &mut store)?;
         Ok(Target {

@@ -148,18 +148,18 @@ fn find_interpreter(global: &GlobalConfig, store: Option<&Store>) -> anyhow::Res
     }
     let identity = FileIdentity::of(&executable)
         .with_context(|| format!("cannot read `{}`", executable.display()))?;
-    if let (None, Some(store)) = (&probed, store) {
-        if let Some((id, profile)) = store.cached_profile(&executable, &identity)? {
-            tracing::debug!("profile of `{}` from the store", executable.display());
-            return Ok(Found {
-                interpreter: Interpreter {
-                    executable,
-                    profile,
-                },
-                identity,
-                profile_id: Some(id),
-            });
-        }
+    if let (None, Some(store)) = (&probed, store)
+        && let Some((id, profile)) = store.cached_profile(&executable, &identity)?
+    {
+        tracing::debug!("profile of `{}` from the store", executable.display());
+        return Ok(Found {
+            interpreter: Interpreter {
+                executable,
+                profile,
+            },
+            identity,
+            profile_id: Some(id),
+        });
     }
     let profile = match probed {
         Some(profile) => profile,

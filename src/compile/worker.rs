@@ -188,10 +188,10 @@ impl Worker {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
             }
-            if let Some(limit) = timeout {
-                if start.elapsed() >= limit {
-                    return Err(WorkerError::Timeout(limit));
-                }
+            if let Some(limit) = timeout
+                && start.elapsed() >= limit
+            {
+                return Err(WorkerError::Timeout(limit));
             }
         }
     }

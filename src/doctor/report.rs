@@ -255,15 +255,15 @@ impl Report {
                 );
             }
         }
-        if let (Some(hits), Some(misses)) = (store.lifetime_hits, store.lifetime_misses) {
-            if hits + misses > 0 {
-                let _ = writeln!(
-                    out,
-                    "lifetime: {:.1}% of {} lookups answered from the store",
-                    percent(hits, hits + misses),
-                    hits + misses
-                );
-            }
+        if let (Some(hits), Some(misses)) = (store.lifetime_hits, store.lifetime_misses)
+            && hits + misses > 0
+        {
+            let _ = writeln!(
+                out,
+                "lifetime: {:.1}% of {} lookups answered from the store",
+                percent(hits, hits + misses),
+                hits + misses
+            );
         }
     }
 }

@@ -187,11 +187,11 @@ impl Judge<'_> {
             (false, true) => State::UncheckedStale,
         };
         verdict.detail = mismatch;
-        if verdict.state.uses_pyc() {
-            if let Some(why) = not_code(&data) {
-                verdict.state = State::Broken;
-                verdict.detail = Some(why.to_owned());
-            }
+        if verdict.state.uses_pyc()
+            && let Some(why) = not_code(&data)
+        {
+            verdict.state = State::Broken;
+            verdict.detail = Some(why.to_owned());
         }
         Ok(verdict)
     }

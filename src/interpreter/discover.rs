@@ -67,10 +67,10 @@ fn resolve_explicit(name: &OsStr, cwd: &Path) -> Result<PathBuf, Error> {
 }
 
 fn implicit(cwd: &Path) -> Option<PathBuf> {
-    if let Some(venv) = std::env::var_os(env_vars::VIRTUAL_ENV).filter(|venv| !venv.is_empty()) {
-        if let Some(python) = venv_python(Path::new(&venv)) {
-            return Some(python);
-        }
+    if let Some(venv) = std::env::var_os(env_vars::VIRTUAL_ENV).filter(|venv| !venv.is_empty())
+        && let Some(python) = venv_python(Path::new(&venv))
+    {
+        return Some(python);
     }
     if let Some(python) = cwd
         .ancestors()

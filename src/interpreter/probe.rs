@@ -122,7 +122,7 @@ fn identify_source_hash(raw_magic: u64, digest: &[u8]) -> Option<SourceHash> {
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len())

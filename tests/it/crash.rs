@@ -1030,7 +1030,7 @@ fn uncommitted_wal_tail(wal: &Path) -> bool {
     let field = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
     let frame = FRAME_HEADER + field(8) as usize;
     let frames = bytes.len() - HEADER;
-    if frames % frame != 0 {
+    if !frames.is_multiple_of(frame) {
         return true;
     }
     // The last frame's "database size after commit" is 0 unless it commits.
