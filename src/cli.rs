@@ -113,6 +113,10 @@ pub enum Command {
     Materialize(MaterializeArgs),
     /// Remove this interpreter's pycs (all levels) under PATHs
     Clean(CleanArgs),
+    /// Explain what this Python will do with the pycs under PATHs (used,
+    /// stale, missing, never used) and what the store holds for them;
+    /// writes nothing
+    Doctor(DoctorArgs),
     /// Show what the store holds
     Stats,
     /// Evict least recently used code down to `--max-size`, forget records
@@ -126,19 +130,37 @@ pub enum Command {
     Export(ExportArgs),
     /// Merge an archive written by `rcache export` into the store
     Import(ImportArgs),
+    /// Install (or remove) git hooks that materialize what each checkout,
+    /// merge and rebase changed
+    Hook(HookArgs),
     /// Show each setting, its value and where it came from (command line,
     /// environment, pyproject.toml, default)
     Config,
     /// Run `python ARGS...` with every import served from the store
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Exec(ExecArgs),
-    /// Explain what this Python will do with the pycs under PATHs (used,
-    /// stale, missing, never used) and what the store holds for them;
-    /// writes nothing
-    Doctor(DoctorArgs),
-    /// Install (or remove) git hooks that materialize what each checkout,
-    /// merge and rebase changed
-    Hook(HookArgs),
+    /// Print the completion script for a shell (`rcache completions bash >
+    /// ~/.local/share/bash-completion/completions/rcache`)
+    Completions(CompletionsArgs),
+    /// Print the man page of rcache, or of one of its commands, as roff
+    /// (`rcache man | man -l -`)
+    Man(ManArgs),
+}
+
+/// Arguments of `rcache completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Arguments of `rcache man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The command whose page to print (`rcache-warm(1)`) [default: rcache(1)]
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
 }
 
 /// Arguments of `rcache hook`.

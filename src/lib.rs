@@ -77,6 +77,12 @@ pub fn main() -> ExitCode {
 
 fn run(invocation: &Invocation) -> anyhow::Result<ExitStatus> {
     let Invocation { cli, matches } = invocation;
+    // Generated from the definitions alone: no settings, no project file.
+    match &cli.command {
+        Command::Completions(args) => return commands::completions(args.shell),
+        Command::Man(args) => return commands::man(args.command.as_deref()),
+        _ => {}
+    }
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let project = if cli.global.no_config {
         None
@@ -115,5 +121,6 @@ fn run(invocation: &Invocation) -> anyhow::Result<ExitStatus> {
             commands::doctor(&global, &DoctorConfig::new(args, &settings, &global))
         }
         Command::Hook(args) => commands::hook(&global, &settings, &args.command),
+        Command::Completions(_) | Command::Man(_) => unreachable!("answered above"),
     }
 }

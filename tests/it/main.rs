@@ -15,6 +15,7 @@ mod doctor;
 mod errors;
 mod exec;
 mod gc;
+mod generated;
 mod hook;
 mod materialize;
 mod scan;
