@@ -18,6 +18,7 @@ mod gc;
 mod generated;
 mod hook;
 mod materialize;
+mod pre_commit;
 mod scan;
 mod stdlib;
 mod store;
