@@ -703,7 +703,9 @@ const MATURIN: &str = "maturin==1.16.0";
 /// dir lets one build while the others wait. maturin builds with the profile
 /// the binary was built with (`target/debug` is `dev`), so cargo finds
 /// everything up to date and the wheel only packs the binary (a few
-/// seconds); the wheel test checks the packed binary is this one.
+/// seconds); the wheel test checks the packed binary is this one. maturin
+/// moves the binary aside while it packs it, and other tests run that very
+/// file meanwhile: it builds in a hard-linked copy of the profile dir.
 pub fn rcache_wheel() -> PathBuf {
     let binary = Path::new(env!("CARGO_BIN_EXE_rcache"));
     let profile_dir = binary.parent().unwrap();
@@ -728,6 +730,16 @@ pub fn rcache_wheel() -> PathBuf {
         }
     }
     let maturin = pypi_venv(&any_python(), &[MATURIN]).with_file_name("maturin");
+    let build_root = wheels.join("target");
+    let build_dir = build_root.join(profile_dir.file_name().unwrap());
+    std::fs::create_dir_all(&build_root).unwrap();
+    let status = Command::new("cp")
+        .arg("-al")
+        .arg(profile_dir)
+        .arg(&build_dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cp -al {}", profile_dir.display());
     let partial = wheels.join("partial");
     let started = std::time::Instant::now();
     let output = Command::new(&maturin)
@@ -736,6 +748,7 @@ pub fn rcache_wheel() -> PathBuf {
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
         .args(["--profile", profile, "--quiet", "--out"])
         .arg(&partial)
+        .env("CARGO_TARGET_DIR", &build_root)
         .output()
         .expect("running maturin");
     assert!(
@@ -744,6 +757,7 @@ pub fn rcache_wheel() -> PathBuf {
         String::from_utf8_lossy(&output.stdout),
         stderr(&output)
     );
+    std::fs::remove_dir_all(&build_root).unwrap();
     std::fs::rename(&partial, &out).unwrap();
     eprintln!("built the wheel in {:.1}s", started.elapsed().as_secs_f64());
     wheel_in(&out).expect("maturin wrote no wheel")
