@@ -9,6 +9,7 @@ mod support;
 mod access;
 mod archive;
 mod crash;
+mod docker;
 mod errors;
 mod exec;
 mod gc;
