@@ -14,6 +14,7 @@ mod errors;
 mod exec;
 mod gc;
 mod materialize;
+mod readonly_deploy;
 mod scan;
 mod stdlib;
 mod store;
