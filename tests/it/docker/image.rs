@@ -150,7 +150,7 @@ impl Image {
                     image.workdir = dir;
                 }
                 Instruction::Copy { sources, dest } => {
-                    image.copy(options.context, &sources, &expand(&dest, &vars))
+                    image.copy(options.context, &sources, &expand(&dest, &vars));
                 }
                 Instruction::Run {
                     cache_targets,
@@ -365,17 +365,16 @@ impl Image {
 /// image's /etc is the host's).
 fn passwd(user: &str) -> (u32, u32, String) {
     let text = std::fs::read_to_string("/etc/passwd").unwrap();
-    text.lines()
+    let fields = text
+        .lines()
         .map(|line| line.split(':').collect::<Vec<_>>())
         .find(|fields| fields.len() > 5 && (fields[0] == user || fields[2] == user))
-        .map(|fields| {
-            (
-                fields[2].parse().unwrap(),
-                fields[3].parse().unwrap(),
-                fields[5].to_owned(),
-            )
-        })
-        .unwrap_or_else(|| panic!("USER {user}: not in /etc/passwd"))
+        .unwrap_or_else(|| panic!("USER {user}: not in /etc/passwd"));
+    (
+        fields[2].parse().unwrap(),
+        fields[3].parse().unwrap(),
+        fields[5].to_owned(),
+    )
 }
 
 /// Removes what the official python images remove from /usr/local: test
