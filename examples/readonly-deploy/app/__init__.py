@@ -1,0 +1,1 @@
+"""A tiny app deployed read-only: its code comes from rcache's store."""

@@ -1,0 +1,3 @@
+from app.greeting import main
+
+main()
