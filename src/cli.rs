@@ -50,7 +50,7 @@ impl Cli {
 
     fn try_invocation(args: &[OsString]) -> Result<Invocation, clap::Error> {
         let matches = Self::command().try_get_matches_from(args)?;
-        let cli = Self::from_arg_matches_mut(&mut matches.clone())?;
+        let cli = Self::from_arg_matches(&matches)?;
         Ok(Invocation { cli, matches })
     }
 }

@@ -26,6 +26,10 @@ pub struct ScanOptions {
     pub exclude_root: Option<PathBuf>,
     /// Ignore `.gitignore`, `.ignore` and git's excludes (`--no-ignore`).
     pub no_ignore: bool,
+    /// Record every directory walked in [`Scan::dirs`] (`doctor` lists
+    /// them; other commands leave it off, keeping the walk lock-free for
+    /// directories without `__pycache__`).
+    pub record_dirs: bool,
     /// Walker threads.
     pub threads: usize,
 }
@@ -56,7 +60,8 @@ pub struct Scan {
     pub pycache_dirs: Vec<PathBuf>,
     /// The named paths that are directories, absolute.
     pub roots: Vec<PathBuf>,
-    /// Every directory walked, the roots included.
+    /// Every directory walked, the roots included (only with
+    /// [`ScanOptions::record_dirs`]).
     pub dirs: Vec<PathBuf>,
 }
 
@@ -145,7 +150,7 @@ fn walk(root: &Path, cwd: &Path, options: &ScanOptions, found: &Mutex<Found>) {
     }
     builder.build_parallel().run(|| {
         Box::new(move |entry| match entry {
-            Ok(entry) => visit(&entry, found),
+            Ok(entry) => visit(&entry, options.record_dirs, found),
             Err(err) => {
                 let error = walk_error(root, &err);
                 lock(found).errors.push(error);
@@ -173,7 +178,7 @@ pub fn exclusions(exclude: &[String], cwd: &Path) -> Option<Override> {
         .ok()
 }
 
-fn visit(entry: &ignore::DirEntry, found: &Mutex<Found>) -> WalkState {
+fn visit(entry: &ignore::DirEntry, record_dirs: bool, found: &Mutex<Found>) -> WalkState {
     let Some(kind) = entry.file_type() else {
         return WalkState::Continue;
     };
@@ -182,12 +187,12 @@ fn visit(entry: &ignore::DirEntry, found: &Mutex<Found>) -> WalkState {
         // Remembered even when ignore rules hide it (`__pycache__/` is in
         // most `.gitignore` files): its pycs may have lost their sources.
         let pycache = path.join("__pycache__");
-        let has_pycache = pycache.is_dir();
-        let mut found = lock(found);
-        if has_pycache {
-            found.pycache_dirs.insert(pycache);
+        if pycache.is_dir() {
+            lock(found).pycache_dirs.insert(pycache);
         }
-        found.dirs.insert(path.to_owned());
+        if record_dirs {
+            lock(found).dirs.insert(path.to_owned());
+        }
         return WalkState::Continue;
     }
     if !kind.is_file() {

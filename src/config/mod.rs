@@ -82,6 +82,7 @@ fn scan_options(settings: &Settings, no_ignore: bool, global: &GlobalConfig) -> 
         exclude: settings.exclude.value.clone(),
         exclude_root: settings.exclude_root(),
         no_ignore,
+        record_dirs: false,
         threads: global.jobs.min(8),
     }
 }
@@ -126,7 +127,10 @@ impl DoctorConfig {
     pub fn new(args: &DoctorArgs, settings: &Settings, global: &GlobalConfig) -> Self {
         Self {
             paths: settings.paths.value.clone(),
-            scan: scan_options(settings, args.sources.no_ignore, global),
+            scan: ScanOptions {
+                record_dirs: true,
+                ..scan_options(settings, args.sources.no_ignore, global)
+            },
             prefix: prefix(args.prefix.as_ref(), global),
             check_hash_based_pycs: args.check_hash_based_pycs,
         }

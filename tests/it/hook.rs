@@ -32,24 +32,7 @@ impl<'a> Repo<'a> {
     }
 
     fn environment(&self, command: &mut Command) {
-        for (name, _) in std::env::vars_os() {
-            let name_text = name.to_string_lossy();
-            if name_text.starts_with("RCACHE_") || name_text.starts_with("GIT_") {
-                command.env_remove(name);
-            }
-        }
-        command
-            .env_remove("VIRTUAL_ENV")
-            .env("HOME", self.env.path())
-            .env("GIT_CONFIG_GLOBAL", self.env.path().join("gitconfig"))
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@t")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@t")
-            .env("GIT_EDITOR", "true")
-            .env("RCACHE_STORE", &self.env.store)
-            .env("RCACHE_PYTHON", &self.python.path);
+        crate::support::isolated_git(command, self.env.path(), &self.env.store, self.python);
     }
 
     /// `git ARGS` in `dir`; returns its output, whatever its status.

@@ -14,30 +14,15 @@ const PRE_COMMIT: &str = "pre-commit==4.3.0";
 fn run(env: &TestEnv, dir: &Path, program: &Path, args: &[&str]) -> Output {
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_rcache")).parent().unwrap();
     let mut command = Command::new(program);
-    for (name, _) in std::env::vars_os() {
-        let name_text = name.to_string_lossy();
-        if name_text.starts_with("RCACHE_") || name_text.starts_with("GIT_") {
-            command.env_remove(name);
-        }
-    }
+    crate::support::isolated_git(&mut command, env.path(), &env.store, &any_python());
     command
         .current_dir(dir)
         .args(args)
-        .env_remove("VIRTUAL_ENV")
         .env(
             "PATH",
             format!("{}:/usr/local/bin:/usr/bin:/bin", bin_dir.display()),
         )
-        .env("HOME", env.path())
-        .env("PRE_COMMIT_HOME", env.path().join("pre-commit-home"))
-        .env("GIT_CONFIG_GLOBAL", env.path().join("gitconfig"))
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .env("RCACHE_STORE", &env.store)
-        .env("RCACHE_PYTHON", &any_python().path);
+        .env("PRE_COMMIT_HOME", env.path().join("pre-commit-home"));
     command.output().unwrap()
 }
 
@@ -45,6 +30,15 @@ fn git(env: &TestEnv, dir: &Path, args: &[&str]) -> String {
     let output = run(env, dir, Path::new("git"), args);
     assert_eq!(code(&output), 0, "git {args:?}: {}", stderr(&output));
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// `git add .` and `git commit -m MESSAGE` (which runs pre-commit): the
+/// commit's exit code and everything it printed.
+fn commit(env: &TestEnv, project: &Path, message: &str) -> (i32, String) {
+    git(env, project, &["add", "."]);
+    let output = run(env, project, Path::new("git"), &["commit", "-m", message]);
+    let said = String::from_utf8_lossy(&output.stdout).into_owned() + &stderr(&output);
+    (code(&output), said)
 }
 
 #[test]
@@ -89,10 +83,8 @@ fn pre_commit_warms_the_store_with_the_committed_files() {
     std::fs::write(project.join("app/core.py"), "VALUE = 1\n").unwrap();
     std::fs::write(project.join("app/util.py"), "def f():\n    return 2\n").unwrap();
     std::fs::write(project.join("README.txt"), "not python\n").unwrap();
-    git(&env, &project, &["add", "."]);
-    let output = run(&env, &project, Path::new("git"), &["commit", "-m", "one"]);
-    let said = String::from_utf8_lossy(&output.stdout).into_owned() + &stderr(&output);
-    assert_eq!(code(&output), 0, "{said}");
+    let (status, said) = commit(&env, &project, "one");
+    assert_eq!(status, 0, "{said}");
     assert!(
         said.contains("rcache warm") && said.contains("Passed"),
         "{said}"
@@ -103,19 +95,15 @@ fn pre_commit_warms_the_store_with_the_committed_files() {
 
     // The same content under other names, in another commit: no compile.
     std::fs::write(project.join("app/copy.py"), "VALUE = 1\n").unwrap();
-    git(&env, &project, &["add", "."]);
-    let output = run(&env, &project, Path::new("git"), &["commit", "-m", "two"]);
-    let said = String::from_utf8_lossy(&output.stdout).into_owned() + &stderr(&output);
-    assert_eq!(code(&output), 0, "{said}");
+    let (status, said) = commit(&env, &project, "two");
+    assert_eq!(status, 0, "{said}");
     assert!(said.contains("0 compiled, 1 from the store"), "{said}");
     assert_eq!(env.blobs(), keys);
 
     // A file that does not compile stops the commit, as a syntax check does.
     std::fs::write(project.join("app/broken.py"), "def f(:\n").unwrap();
-    git(&env, &project, &["add", "."]);
-    let output = run(&env, &project, Path::new("git"), &["commit", "-m", "three"]);
-    let said = String::from_utf8_lossy(&output.stdout).into_owned() + &stderr(&output);
-    assert_ne!(code(&output), 0, "{said}");
+    let (status, said) = commit(&env, &project, "three");
+    assert_ne!(status, 0, "{said}");
     assert!(
         said.contains("broken.py:1") && said.contains("SyntaxError"),
         "{said}"

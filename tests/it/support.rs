@@ -775,3 +775,27 @@ fn wheel_in(dir: &Path) -> Option<PathBuf> {
         _ => None,
     }
 }
+
+/// Keeps a git (or git-driving) child to the test: no `RCACHE_*` or `GIT_*`
+/// of the caller, no virtualenv, `home` as HOME and global config, a fixed
+/// author, and `store` and `python` as rcache's.
+pub fn isolated_git(command: &mut Command, home: &Path, store: &Path, python: &Python) {
+    for (name, _) in std::env::vars_os() {
+        let name_text = name.to_string_lossy();
+        if name_text.starts_with("RCACHE_") || name_text.starts_with("GIT_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env_remove("VIRTUAL_ENV")
+        .env("HOME", home)
+        .env("GIT_CONFIG_GLOBAL", home.join("gitconfig"))
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@t")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@t")
+        .env("GIT_EDITOR", "true")
+        .env("RCACHE_STORE", store)
+        .env("RCACHE_PYTHON", &python.path);
+}
