@@ -741,17 +741,24 @@ fn sources_edited_or_removed_during_the_run_get_no_pyc() {
     env.write("proj/slow.py", slow);
     let edited = env.write("proj/edited.py", "X = 1\n");
     let removed = env.write("proj/removed.py", "Z = 1\n");
-    let child = env
-        .rcache(&python, &["--json", "materialize", "proj"])
+    let mut child = env
+        .rcache(&python, &["--json", "-vv", "materialize", "proj"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // The edits land once every source is read and looked up (the debug
+    // log says so), while slow.py compiles: no guess at timing.
+    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut text = String::new();
+    while !text.contains("to compile") {
+        let read = std::io::BufRead::read_line(&mut log, &mut text).unwrap();
+        assert_ne!(read, 0, "the run ended before compiling: {text}");
+    }
     rewrite_keeping_mtime(&edited, "X = 2\n");
     std::fs::remove_file(&removed).unwrap();
+    std::io::Read::read_to_string(&mut log, &mut text).unwrap();
     let output = child.wait_with_output().unwrap();
-    let text = stderr(&output);
     assert_eq!(code(&output), 1, "{text}");
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["written"], 1, "only slow.py: {summary}");
