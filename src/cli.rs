@@ -100,9 +100,30 @@ pub struct GlobalArgs {
         value_parser = clap::value_parser!(u8).range(0..=2)
     )]
     pub optimize: Vec<u8>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Ignore `[tool.rcache]` in pyproject.toml files
     #[arg(long, global = true, env = env_vars::RCACHE_NO_CONFIG, value_parser = clap::builder::FalseyValueParser::new())]
     pub no_config: bool,
+}
+
+/// Where the remote caches are and how to use them.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// A remote cache to fetch from and upload to, after the store and
+    /// before compiling (`https://host/base`, `redis://host:6379/0`,
+    /// `file:///mnt/cache`); repeat for several, tried in order
+    #[arg(
+        long,
+        global = true,
+        env = env_vars::RCACHE_REMOTE,
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub remote: Vec<String>,
+    /// Only fetch from the remotes, never upload (for untrusted runners)
+    #[arg(long, global = true, env = env_vars::RCACHE_REMOTE_READ_ONLY, value_parser = clap::builder::FalseyValueParser::new())]
+    pub remote_read_only: bool,
 }
 
 #[derive(Debug, Subcommand)]

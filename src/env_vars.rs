@@ -16,6 +16,18 @@ pub const RCACHE_MODE: &str = "RCACHE_MODE";
 pub const RCACHE_NO_CONFIG: &str = "RCACHE_NO_CONFIG";
 /// Per-file compile timeout in seconds; `0` disables it (same as `--timeout`).
 pub const RCACHE_TIMEOUT: &str = "RCACHE_TIMEOUT";
+/// Remote caches, comma-separated (same as `--remote`).
+pub const RCACHE_REMOTE: &str = "RCACHE_REMOTE";
+/// Any value but `0`/`false`/empty only reads the remotes (same as `--remote-read-only`).
+pub const RCACHE_REMOTE_READ_ONLY: &str = "RCACHE_REMOTE_READ_ONLY";
+/// Seconds one remote request may take (default 10).
+pub const RCACHE_REMOTE_TIMEOUT: &str = "RCACHE_REMOTE_TIMEOUT";
+/// A bearer token for HTTP remotes.
+pub const RCACHE_REMOTE_TOKEN: &str = "RCACHE_REMOTE_TOKEN";
+/// A user name for HTTP remotes (basic auth), with [`RCACHE_REMOTE_PASSWORD`].
+pub const RCACHE_REMOTE_USER: &str = "RCACHE_REMOTE_USER";
+/// The password going with [`RCACHE_REMOTE_USER`].
+pub const RCACHE_REMOTE_PASSWORD: &str = "RCACHE_REMOTE_PASSWORD";
 /// Log filter for `tracing`, e.g. `rcache=debug`.
 pub const RCACHE_LOG: &str = "RCACHE_LOG";
 /// The active virtualenv, as set by its `activate` script.

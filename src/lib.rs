@@ -29,6 +29,7 @@ pub mod parallel;
 pub mod pipeline;
 pub mod progress;
 pub mod pyc;
+pub mod remote;
 pub mod report;
 pub mod scan;
 pub mod source;

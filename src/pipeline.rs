@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! files ──read+blake3 (or recall)──▶ keys ──lookup──┬─ hit / remembered failure
-//!                                                   └─ miss ─▶ pool ─▶ batched store writes
+//!                                                   └─ miss ─▶ remote ─┬─ checked object ─▶ store
+//!                                                                      └─ miss ─▶ pool ─▶ batched store writes
+//!                                                                                      └─▶ upload
 //! ```
 //! The bytes sent to the compiler are the bytes hashed (`source.rs` checks
 //! a file keyed from its record still hashes the same when read), so an
@@ -20,9 +22,10 @@ use crate::compile::{Fault, Job, LevelResult, Pool, PoolOptions};
 use crate::env_vars;
 use crate::interpreter::Profile;
 use crate::interrupt;
-use crate::key::Key;
+use crate::key::{ContentHash, Key};
 use crate::parallel;
 use crate::progress::Reporter;
+use crate::remote::{Fetched, Remote, Wanted};
 use crate::report::{Failure, Summary, normalize_warnings, warnings_for};
 use crate::scan::ScanError;
 use crate::source::{Keyed, Source, key_all};
@@ -41,6 +44,8 @@ pub struct Pipeline<'a> {
     pub levels: &'a [u8],
     pub pool: PoolOptions,
     pub reporter: &'a dyn Reporter,
+    /// The remote tier, asked for local misses and given what is compiled.
+    pub remote: Option<&'a Remote>,
 }
 
 /// What a run over files produced.
@@ -67,6 +72,12 @@ enum KeyState {
         warnings: Option<String>,
     },
     Remembered(StoredFailure),
+    /// Fetched from a remote (and now in the store).
+    Fetched {
+        warnings: Option<String>,
+    },
+    /// A failure fetched from a remote.
+    FetchedFailure(StoredFailure),
     /// Compiled in this run, for the source at index `owner`.
     Compiled {
         warnings: Option<String>,
@@ -156,7 +167,11 @@ impl Pipeline<'_> {
                     .filter(|(_, key)| {
                         matches!(
                             states.get(*key),
-                            Some(KeyState::Hit { .. } | KeyState::Compiled { .. })
+                            Some(
+                                KeyState::Hit { .. }
+                                    | KeyState::Fetched { .. }
+                                    | KeyState::Compiled { .. }
+                            )
                         )
                     })
                     .map(|(&level, &key)| (level, key))
@@ -176,7 +191,7 @@ impl Pipeline<'_> {
     /// its record is read now if it has misses; one that can no longer be
     /// read moves to `read_errors`.
     fn plan(
-        &self,
+        &mut self,
         sources: &mut Vec<Source>,
         read_errors: &mut Vec<ScanError>,
     ) -> anyhow::Result<Plan> {
@@ -198,6 +213,9 @@ impl Pipeline<'_> {
             }
             Ok(())
         })?;
+        if let Some(remote) = self.remote {
+            self.fetch(remote, sources, &mut plan.states)?;
+        }
         let is_miss = |key: &Key| matches!(plan.states.get(key), Some(KeyState::Pending));
         if !plan
             .states
@@ -243,6 +261,69 @@ impl Pipeline<'_> {
         Ok(plan)
     }
 
+    /// Asks `remote` for every key still missing, and stores what it has.
+    fn fetch(
+        &mut self,
+        remote: &Remote,
+        sources: &[Source],
+        states: &mut HashMap<Key, KeyState>,
+    ) -> anyhow::Result<()> {
+        let mut asked = std::collections::HashSet::new();
+        let wanted: Vec<Wanted> = sources
+            .iter()
+            .flat_map(|source| {
+                self.levels
+                    .iter()
+                    .zip(&source.keys)
+                    .map(|(&optimize, &key)| Wanted {
+                        key,
+                        source: source.content,
+                        optimize,
+                    })
+            })
+            .filter(|wanted| {
+                matches!(states.get(&wanted.key), Some(KeyState::Pending))
+                    && asked.insert(wanted.key)
+            })
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let start = Instant::now();
+        let context = self.profile.key_context();
+        let fetched = remote.fetch(&context, &wanted, self.profile_id);
+        let mut batch = Batch::default();
+        for (wanted, fetched) in wanted.iter().zip(fetched) {
+            match fetched {
+                Some(Fetched::Code(entry)) => {
+                    states.insert(
+                        wanted.key,
+                        KeyState::Fetched {
+                            warnings: entry.warnings.clone(),
+                        },
+                    );
+                    batch.entries.push(entry);
+                }
+                Some(Fetched::Failure(failure)) => {
+                    states.insert(
+                        wanted.key,
+                        KeyState::FetchedFailure(failure.failure.clone()),
+                    );
+                    batch.failures.push(failure);
+                }
+                None => {}
+            }
+        }
+        let found = batch.entries.len() + batch.failures.len();
+        batch.flush(self.store)?;
+        tracing::debug!(
+            "remote: {found} of {} found by {:.1?}",
+            wanted.len(),
+            start.elapsed()
+        );
+        Ok(())
+    }
+
     /// Runs `jobs` through the pool, storing results as they come.
     /// Returns the workers started and the compressed bytes stored.
     fn compile(
@@ -277,7 +358,7 @@ impl Pipeline<'_> {
                     .map(|(&level, &key)| (level, key))
                     .collect();
                 for ((level, key), result) in pending.into_iter().zip(done.results) {
-                    let state = self.record(key, level, owner, result, &mut batch);
+                    let state = self.record(key, level, owner, source.content, result, &mut batch);
                     states.insert(key, state);
                 }
                 self.reporter.compiled();
@@ -301,19 +382,19 @@ impl Pipeline<'_> {
         key: Key,
         level: u8,
         owner: usize,
+        content: ContentHash,
         result: LevelResult,
         batch: &mut Batch,
     ) -> KeyState {
         match result {
             LevelResult::Compiled { code, warnings } => {
                 let warnings = normalize_warnings(&warnings, &key.placeholder_filename());
-                batch.entries.push(NewEntry::compressed(
-                    key,
-                    self.profile_id,
-                    level,
-                    &code,
-                    warnings.clone(),
-                ));
+                let entry =
+                    NewEntry::compressed(key, self.profile_id, level, &code, warnings.clone());
+                if let Some(remote) = self.remote {
+                    remote.upload_code(&self.profile.key_context(), &content, &entry);
+                }
+                batch.entries.push(entry);
                 KeyState::Compiled { warnings, owner }
             }
             LevelResult::Failed {
@@ -321,12 +402,16 @@ impl Pipeline<'_> {
                 deterministic,
             } => {
                 if deterministic {
-                    batch.failures.push(NewFailure {
+                    let failure = NewFailure {
                         key,
                         profile_id: self.profile_id,
                         optimize: level,
                         failure: failure.clone(),
-                    });
+                    };
+                    if let Some(remote) = self.remote {
+                        remote.upload_failure(&self.profile.key_context(), &content, &failure);
+                    }
+                    batch.failures.push(failure);
                 }
                 KeyState::Failed(failure)
             }
@@ -381,6 +466,11 @@ fn tally(summary: &mut Summary, sources: &[Source], states: &HashMap<Key, KeySta
                     summary.hits += 1;
                     (None, warnings.as_deref())
                 }
+                Some(KeyState::Fetched { warnings }) => {
+                    summary.hits += 1;
+                    summary.from_remote += 1;
+                    (None, warnings.as_deref())
+                }
                 Some(KeyState::Compiled { warnings, owner }) => {
                     if *owner == index {
                         summary.compiled += 1;
@@ -389,7 +479,11 @@ fn tally(summary: &mut Summary, sources: &[Source], states: &HashMap<Key, KeySta
                     }
                     (None, warnings.as_deref())
                 }
-                Some(KeyState::Remembered(failure) | KeyState::Failed(failure)) => {
+                Some(
+                    KeyState::Remembered(failure)
+                    | KeyState::Failed(failure)
+                    | KeyState::FetchedFailure(failure),
+                ) => {
                     summary.failed += 1;
                     (Some(failure), None)
                 }

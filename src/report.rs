@@ -19,6 +19,8 @@ pub struct Summary {
     pub files: u64,
     /// (file, level) pairs answered from the store.
     pub hits: u64,
+    /// Of `hits`, those fetched from a remote cache.
+    pub from_remote: u64,
     /// (file, level) pairs compiled in this run.
     pub compiled: u64,
     /// (file, level) pairs that failed, remembered failures included.
@@ -40,6 +42,9 @@ pub struct Summary {
     /// Orphaned pyc files removed (`materialize`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub removed: Option<u64>,
+    /// What the remote caches did, when there are any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<crate::remote::RemoteSummary>,
     /// Every failure, sorted by path.
     pub failures: Vec<Failure>,
     /// Warnings CPython prints when compiling (e.g. `SyntaxWarning`).
@@ -155,6 +160,13 @@ impl Summary {
             self.compiled,
             self.hits,
         );
+        if let Some(remote) = &self.remote {
+            let _ = write!(
+                line,
+                " ({} from the remote, {} uploaded)",
+                self.from_remote, remote.uploaded
+            );
+        }
         if let (Some(written), Some(up_to_date)) = (self.written, self.up_to_date) {
             let _ = write!(line, "; {written} pyc written, {up_to_date} up to date");
         }

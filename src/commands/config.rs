@@ -9,6 +9,7 @@ use crate::config::file::ProjectFile;
 use crate::config::{GlobalConfig, Origin, Setting, Settings};
 use crate::exit::ExitStatus;
 use crate::interpreter;
+use crate::remote::Location;
 
 /// One line of the report.
 struct Row {
@@ -67,7 +68,7 @@ pub fn config(
     for row in &rows {
         writeln!(
             stdout,
-            "{:<9} {:<width$}  ({})",
+            "{:<16} {:<width$}  ({})",
             row.key,
             row.shown,
             row.origin.describe(project)
@@ -135,6 +136,24 @@ fn rows(global: &GlobalConfig, settings: &Settings) -> Vec<Row> {
                 timeout.map_or_else(|| "none".to_owned(), |t| format!("{}s", t.as_secs_f64()))
             },
             |timeout| json!(timeout.map(|t| t.as_secs_f64())),
+        ),
+        Row::new(
+            "remote",
+            &settings.remote,
+            |remotes| list(remotes.iter().map(Location::display).collect()),
+            |remotes| json!(remotes.iter().map(Location::display).collect::<Vec<_>>()),
+        ),
+        Row::new(
+            "remote-read-only",
+            &settings.remote_read_only,
+            bool::to_string,
+            |read_only| json!(read_only),
+        ),
+        Row::new(
+            "remote-timeout",
+            &settings.remote_timeout,
+            |timeout| format!("{}s", timeout.as_secs_f64()),
+            |timeout| json!(timeout.as_secs_f64()),
         ),
     ]
 }

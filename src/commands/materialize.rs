@@ -4,10 +4,11 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use super::warm::{Filled, exit_status, fill_store, print};
+use super::warm::{Filled, exit_status, fill_store, finish_remote, print};
 use crate::config::{GlobalConfig, MaterializeConfig, Verbosity};
 use crate::exit::ExitStatus;
 use crate::materialize::{Written, write_pycs};
+use crate::remote::Remote;
 use crate::report::Failure;
 use crate::sweep::{Sweep, Sweeper};
 
@@ -16,7 +17,8 @@ pub fn materialize(
     config: &MaterializeConfig,
 ) -> anyhow::Result<ExitStatus> {
     let start = std::time::Instant::now();
-    let mut filled = fill_store(global, &config.walk)?;
+    let remote = Remote::connect(&global.remote)?;
+    let mut filled = fill_store(global, &config.walk, remote.as_ref())?;
     tracing::debug!("store filled by {:.1?}", start.elapsed());
     let mut written = write_pycs(
         &filled.store,
@@ -26,8 +28,9 @@ pub fn materialize(
         global.jobs,
     )?;
     if !written.corrupt.is_empty() && !config.write.dry_run {
-        recompile_corrupt(global, config, &mut filled, &mut written)?;
+        recompile_corrupt(global, config, &mut filled, &mut written, remote.as_ref())?;
     }
+    finish_remote(remote, &mut filled)?;
     for (path, _, why) in written.corrupt.drain(..) {
         written.failures.push(Failure {
             path: path.display().to_string(),
@@ -99,6 +102,7 @@ fn recompile_corrupt(
     config: &MaterializeConfig,
     filled: &mut Filled,
     written: &mut Written,
+    remote: Option<&Remote>,
 ) -> anyhow::Result<()> {
     let corrupt = std::mem::take(&mut written.corrupt);
     if global.verbosity != Verbosity::Quiet {
@@ -116,7 +120,7 @@ fn recompile_corrupt(
     let mut walk = config.walk.clone();
     walk.paths = corrupt.into_iter().map(|(path, _, _)| path).collect();
     walk.paths.dedup();
-    let again = fill_store(global, &walk)?;
+    let again = fill_store(global, &walk, remote)?;
     let rewritten = write_pycs(
         &again.store,
         &again.interpreter.profile,

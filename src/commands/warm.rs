@@ -9,12 +9,15 @@ use crate::exit::ExitStatus;
 use crate::interpreter::{Interpreter, Profile, parse_major_minor};
 use crate::pipeline::{Outcome, Pipeline};
 use crate::progress::{Bar, Reporter, Silent};
+use crate::remote::Remote;
 use crate::report::Summary;
 use crate::scan::{self, Venv};
 use crate::store::Store;
 
 pub fn warm(global: &GlobalConfig, config: &WalkConfig) -> anyhow::Result<ExitStatus> {
-    let mut filled = fill_store(global, config)?;
+    let remote = Remote::connect(&global.remote)?;
+    let mut filled = fill_store(global, config, remote.as_ref())?;
+    finish_remote(remote, &mut filled)?;
     filled.store.end_run(global.max_size);
     print(global, &filled.outcome.summary, "Warmed")?;
     Ok(exit_status(&filled.outcome))
@@ -33,9 +36,13 @@ pub(super) struct Filled {
     pub roots: Vec<std::path::PathBuf>,
 }
 
-/// Walks, reads, keys and compiles the misses into the store: `warm`, and
-/// the first half of `materialize`.
-pub(super) fn fill_store(global: &GlobalConfig, config: &WalkConfig) -> anyhow::Result<Filled> {
+/// Walks, reads, keys, fetches from `remote` and compiles the misses into
+/// the store: `warm`, and the first half of `materialize`.
+pub(super) fn fill_store(
+    global: &GlobalConfig,
+    config: &WalkConfig,
+    remote: Option<&Remote>,
+) -> anyhow::Result<Filled> {
     let mut store = super::open_store(global, super::StoreUse::Cache)?;
     let (interpreter, profile_id) = super::select_interpreter(global, &mut store)?;
     tracing::debug!(
@@ -69,6 +76,7 @@ pub(super) fn fill_store(global: &GlobalConfig, config: &WalkConfig) -> anyhow::
             timeout: config.timeout,
         },
         reporter: reporter.as_ref(),
+        remote,
     }
     .run(&found.files, &found.errors)?;
     Ok(Filled {
@@ -79,6 +87,28 @@ pub(super) fn fill_store(global: &GlobalConfig, config: &WalkConfig) -> anyhow::
         pycache_dirs: found.pycache_dirs,
         roots: found.roots,
     })
+}
+
+/// Waits for `remote`'s uploads, adds what it did to the summary and to the
+/// store's lifetime counters.
+pub(super) fn finish_remote(remote: Option<Remote>, filled: &mut Filled) -> anyhow::Result<()> {
+    let Some(remote) = remote else {
+        return Ok(());
+    };
+    let done = remote.finish();
+    filled.store.finish_run(
+        &[],
+        &[
+            ("remote_hits", done.hits),
+            ("remote_misses", done.misses),
+            ("remote_errors", done.errors),
+            ("remote_uploaded", done.uploaded),
+            ("remote_bytes_down", done.bytes_down),
+            ("remote_bytes_up", done.bytes_up),
+        ],
+    )?;
+    filled.outcome.summary.remote = Some(done);
+    Ok(())
 }
 
 /// 130 after Ctrl-C, 1 when anything failed, else 0.

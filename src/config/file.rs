@@ -20,6 +20,8 @@ pub struct FileSettings {
     pub jobs: Option<usize>,
     pub max_size: Option<FileSize>,
     pub timeout: Option<f64>,
+    pub remote: Option<OneOrMany<String>>,
+    pub remote_read_only: Option<bool>,
 }
 
 impl FileSettings {
@@ -34,6 +36,8 @@ impl FileSettings {
         jobs: None,
         max_size: None,
         timeout: None,
+        remote: None,
+        remote_read_only: None,
     };
 }
 

@@ -34,6 +34,8 @@ pub struct GlobalConfig {
     pub max_size: u64,
     /// Optimization levels, sorted, without duplicates.
     pub levels: Vec<u8>,
+    /// The remote caches and how to use them.
+    pub remote: crate::remote::Options,
     pub cwd: PathBuf,
 }
 
@@ -54,6 +56,12 @@ impl GlobalConfig {
             jobs: settings.jobs.value,
             max_size: settings.max_size.value,
             levels: settings.optimize.value.clone(),
+            remote: crate::remote::Options {
+                locations: settings.remote.value.clone(),
+                read_only: settings.remote_read_only.value,
+                timeout: settings.remote_timeout.value,
+                quiet: verbosity == Verbosity::Quiet,
+            },
             cwd,
         }
     }

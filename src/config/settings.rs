@@ -15,6 +15,7 @@ use clap::parser::ValueSource;
 use super::file::{FileSettings, FileSize, ProjectFile};
 use crate::env_vars;
 use crate::pyc::Mode;
+use crate::remote::Location;
 use crate::store::Store;
 
 /// Which layer a setting's value came from.
@@ -70,12 +71,20 @@ pub struct Settings {
     pub max_size: Setting<u64>,
     /// How long one file may take to compile; `None` waits forever.
     pub timeout: Setting<Option<Duration>>,
+    /// Remote caches, in the order they are tried.
+    pub remote: Setting<Vec<Location>>,
+    /// Only fetch from the remotes.
+    pub remote_read_only: Setting<bool>,
+    /// How long one remote request may take.
+    pub remote_timeout: Setting<Duration>,
 }
 
 /// The store is kept under this size unless told otherwise: 2 GiB.
 const DEFAULT_MAX_SIZE: u64 = 2 << 30;
 /// Seconds one file may take to compile unless told otherwise.
 const DEFAULT_TIMEOUT_SECS: f64 = 120.0;
+/// Seconds one remote request may take unless told otherwise.
+const DEFAULT_REMOTE_TIMEOUT_SECS: f64 = 10.0;
 /// The variable of command-line arguments that have none.
 const NO_VARIABLE: &str = "";
 
@@ -115,6 +124,9 @@ impl Settings {
             jobs: layers.jobs()?,
             max_size: layers.max_size()?,
             timeout: layers.timeout()?,
+            remote: layers.remote()?,
+            remote_read_only: layers.remote_read_only(),
+            remote_timeout: layers.remote_timeout()?,
         })
     }
 }
@@ -257,6 +269,55 @@ impl Layers<'_> {
             );
         }
         Ok(secs.map(|secs| (secs > 0.0).then(|| Duration::from_secs_f64(secs))))
+    }
+
+    fn remote(&self) -> anyhow::Result<Setting<Vec<Location>>> {
+        let urls = match self.cli_many::<String>("remote", env_vars::RCACHE_REMOTE) {
+            Some(urls) => urls,
+            None => match &self.file.remote {
+                Some(urls) => file_setting(urls.clone().into_vec()),
+                None => default(Vec::new()),
+            },
+        };
+        let origin = urls.origin;
+        let locations = urls
+            .value
+            .iter()
+            .filter(|url| !url.trim().is_empty())
+            .map(|url| {
+                Location::parse(url.trim())
+                    .with_context(|| format!("in the remote of {}", origin.describe(self.project)))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Setting {
+            value: locations,
+            origin,
+        })
+    }
+
+    fn remote_read_only(&self) -> Setting<bool> {
+        match self.cli_one::<bool>("remote_read_only", env_vars::RCACHE_REMOTE_READ_ONLY) {
+            Some(flag) if flag.value => flag,
+            _ => self
+                .file
+                .remote_read_only
+                .map_or_else(|| default(false), file_setting),
+        }
+    }
+
+    fn remote_timeout(&self) -> anyhow::Result<Setting<Duration>> {
+        let secs = self
+            .cli_or_env("remote_timeout", env_vars::RCACHE_REMOTE_TIMEOUT, |text| {
+                text.parse::<f64>().map_err(|err| err.to_string())
+            })?
+            .unwrap_or_else(|| default(DEFAULT_REMOTE_TIMEOUT_SECS));
+        if !secs.value.is_finite() || secs.value <= 0.0 {
+            bail!(
+                "`{}` must be a number of seconds above 0",
+                env_vars::RCACHE_REMOTE_TIMEOUT
+            );
+        }
+        Ok(secs.map(Duration::from_secs_f64))
     }
 
     /// The matches that know argument `id`: the command's own, else the

@@ -153,6 +153,39 @@ impl NewEntry {
     }
 }
 
+impl NewEntry {
+    /// The entry for compressed code received from elsewhere (a remote
+    /// cache), once it decompresses to `raw_size` bytes hashing to
+    /// `checksum` and names its own key as `co_filename` (all stored code
+    /// does); `Err` says why it is refused.
+    pub fn checked(
+        key: Key,
+        profile_id: i64,
+        optimize: u8,
+        raw_size: u64,
+        checksum: [u8; 32],
+        data: Vec<u8>,
+        warnings: Option<String>,
+    ) -> Result<Self, String> {
+        let mut decompressor = zstd::bulk::Decompressor::new()
+            .map_err(|err| format!("cannot be decompressed: {err}"))?;
+        let mut code = Vec::new();
+        decode_checked(&data, raw_size, &checksum, &mut decompressor, &mut code)?;
+        if memchr::memmem::find(&code, key.placeholder_filename().as_bytes()).is_none() {
+            return Err("code that does not name its key".to_owned());
+        }
+        Ok(Self {
+            key,
+            profile_id,
+            optimize,
+            raw_size: code.len(),
+            checksum,
+            data,
+            warnings,
+        })
+    }
+}
+
 /// A compile failure to remember.
 #[derive(Debug, Clone)]
 pub struct NewFailure {
