@@ -151,8 +151,10 @@ impl Pipeline<'_> {
                 .count() as u64
         };
         // Lifetime counters: a remembered failure is a lookup the store
-        // answered; a fresh failure is one it could not.
-        let answered = summary.hits + count(|state| matches!(state, KeyState::Remembered(_)));
+        // answered; a fresh failure is one it could not. What a remote
+        // answered is counted as the remote's (`rcache stats`).
+        let answered = summary.hits - summary.from_remote
+            + count(|state| matches!(state, KeyState::Remembered(_)));
         let misses = summary.compiled + count(|state| matches!(state, KeyState::Failed(_)));
         self.store
             .finish_run(&stale, &[("hits", answered), ("misses", misses)])?;

@@ -38,6 +38,19 @@ pub fn stats(global: &GlobalConfig) -> anyhow::Result<ExitStatus> {
             100.0 * stats.lifetime_hits as f64 / lookups as f64
         )?;
     }
+    let remote = &stats.remote;
+    if remote.hits + remote.misses + remote.errors + remote.uploaded > 0 {
+        writeln!(
+            stdout,
+            "remote:    {} hits, {} misses, {} errors; {} uploaded; {} down, {} up",
+            remote.hits,
+            remote.misses,
+            remote.errors,
+            remote.uploaded,
+            human_bytes(remote.bytes_down),
+            human_bytes(remote.bytes_up)
+        )?;
+    }
     for profile in &stats.profiles {
         writeln!(
             stdout,

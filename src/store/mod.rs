@@ -58,7 +58,7 @@ pub use guard::current_uid;
 pub use inspect::Inspection;
 pub use sequences::ImportSequence;
 pub use sources::KnownSource;
-pub use stats::{ProfileStats, Stats};
+pub use stats::{ProfileStats, RemoteStats, Stats};
 pub use verify::StoredEntry;
 pub use written::WrittenPyc;
 

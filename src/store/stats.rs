@@ -21,8 +21,25 @@ pub struct Stats {
     pub lifetime_hits: u64,
     /// Lifetime lookups that had to compile.
     pub lifetime_misses: u64,
+    /// Lifetime totals of the remote caches' work for this store.
+    pub remote: RemoteStats,
     /// One line per interpreter profile.
     pub profiles: Vec<ProfileStats>,
+}
+
+/// What remote caches did for this store over its life.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RemoteStats {
+    /// Keys fetched (and checked) from a remote.
+    pub hits: u64,
+    /// Keys no remote had.
+    pub misses: u64,
+    /// Failed requests and refused objects.
+    pub errors: u64,
+    /// Objects uploaded.
+    pub uploaded: u64,
+    pub bytes_down: u64,
+    pub bytes_up: u64,
 }
 
 /// Totals for one interpreter profile.
@@ -77,6 +94,14 @@ impl Store {
                 bytes_file: 0,
                 lifetime_hits: counter("hits")?,
                 lifetime_misses: counter("misses")?,
+                remote: RemoteStats {
+                    hits: counter("remote_hits")?,
+                    misses: counter("remote_misses")?,
+                    errors: counter("remote_errors")?,
+                    uploaded: counter("remote_uploaded")?,
+                    bytes_down: counter("remote_bytes_down")?,
+                    bytes_up: counter("remote_bytes_up")?,
+                },
                 profiles,
             })
         })();
