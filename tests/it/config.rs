@@ -109,9 +109,76 @@ fn file_settings_are_shown_with_their_origin() {
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("pyproject.toml [tool.rcache]"), "{text}");
-    for line in ["jobs      2", "(RCACHE_JOBS)", "checked-hash", "(default)"] {
+    let jobs = text.lines().find(|line| line.starts_with("jobs ")).unwrap();
+    assert_eq!(
+        jobs.split_whitespace().collect::<Vec<_>>(),
+        ["jobs", "2", "(RCACHE_JOBS)"]
+    );
+    for line in ["checked-hash", "(default)"] {
         assert!(text.contains(line), "{line:?} not in\n{text}");
     }
+}
+
+/// Remotes come from the file (one URL or a list) or `RCACHE_REMOTE`
+/// (comma-separated); their passwords are never shown, and a URL rcache
+/// cannot use stops the run before anything is done.
+#[test]
+fn remote_settings_never_show_passwords() {
+    let env = TestEnv::new();
+    env.write(
+        "proj/pyproject.toml",
+        "[tool.rcache]\nremote = [\"https://ci:hunter2@cache.example.com/rcache/\", \"file:///mnt/cache\"]\nremote-read-only = true\n",
+    );
+    let dir = env.path().join("proj");
+    let from_file = config_json(&dir, |_| {});
+    assert_eq!(
+        setting(&from_file, "remote"),
+        (
+            vec![
+                "https://ci:***@cache.example.com/rcache",
+                "file:///mnt/cache"
+            ]
+            .into(),
+            "file".into()
+        )
+    );
+    assert_eq!(
+        setting(&from_file, "remote-read-only"),
+        (true.into(), "file".into())
+    );
+    let from_env = config_json(&dir, |command| {
+        command
+            .env(
+                "RCACHE_REMOTE",
+                "redis://:hunter2@127.0.0.1:6379/1?ttl=1d,http://h/c",
+            )
+            .env("RCACHE_REMOTE_TIMEOUT", "2.5");
+    });
+    assert_eq!(
+        setting(&from_env, "remote"),
+        (
+            vec!["redis://:***@127.0.0.1:6379/1", "http://h/c"].into(),
+            "env".into()
+        )
+    );
+    assert_eq!(
+        setting(&from_env, "remote-timeout"),
+        (2.5.into(), "env".into())
+    );
+    let output = crate::support::rcache_command(&dir)
+        .args(["config"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(!text.contains("hunter2"), "{text}");
+    let output = crate::support::rcache_command(&dir)
+        .args(["--remote", "s3://u:hunter2@bucket/x", "stats"])
+        .output()
+        .unwrap();
+    let message = stderr(&output);
+    assert_eq!(code(&output), 2, "{message}");
+    assert!(message.contains("unknown scheme `s3`"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
 }
 
 #[test]
