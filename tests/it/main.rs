@@ -21,6 +21,7 @@ mod hook;
 mod materialize;
 mod pre_commit;
 mod readonly_deploy;
+mod remote;
 mod scan;
 mod stdlib;
 mod store;
