@@ -293,7 +293,9 @@ impl Pipeline<'_> {
         }
         let start = Instant::now();
         let context = self.profile.key_context();
-        let fetched = remote.fetch(&context, &wanted, self.profile_id);
+        self.reporter.started("Fetching", wanted.len() as u64);
+        let fetched = remote.fetch(&context, &wanted, self.profile_id, self.reporter);
+        self.reporter.finished();
         let mut batch = Batch::default();
         for (wanted, fetched) in wanted.iter().zip(fetched) {
             match fetched {
@@ -336,7 +338,7 @@ impl Pipeline<'_> {
     ) -> anyhow::Result<(usize, u64)> {
         let mut options = self.pool.clone();
         options.workers = options.workers.min(jobs.len());
-        self.reporter.compile_started(jobs.len() as u64);
+        self.reporter.started("Compiling", jobs.len() as u64);
         let mut pool = Pool::new(&options, interrupt::flag());
         let submitter = pool.submitter().expect("a new pool has its submitter");
         let mut batch = Batch::default();
@@ -363,7 +365,7 @@ impl Pipeline<'_> {
                     let state = self.record(key, level, owner, source.content, result, &mut batch);
                     states.insert(key, state);
                 }
-                self.reporter.compiled();
+                self.reporter.advanced();
                 if batch.is_due() {
                     stored_bytes += batch.flush(self.store)?;
                 }
@@ -372,7 +374,7 @@ impl Pipeline<'_> {
         });
         // Whatever happened, keep what was finished.
         let flushed = batch.flush(self.store);
-        self.reporter.compile_finished();
+        self.reporter.finished();
         let started = pool.finish();
         result?;
         stored_bytes += flushed?;

@@ -7,21 +7,22 @@ use std::time::Duration;
 
 /// Receives progress events from the pipeline.
 pub trait Reporter: Sync {
-    /// `total` sources are about to be compiled.
-    fn compile_started(&self, total: u64);
-    /// One more source is compiled (or failed).
-    fn compiled(&self);
-    /// Compiling is over.
-    fn compile_finished(&self);
+    /// `total` items are about to be worked on: `what` says how, as a verb
+    /// ("Compiling", "Fetching").
+    fn started(&self, what: &'static str, total: u64);
+    /// One more item is done (or failed).
+    fn advanced(&self);
+    /// The work started last is over.
+    fn finished(&self);
 }
 
 /// Reports nothing.
 pub struct Silent;
 
 impl Reporter for Silent {
-    fn compile_started(&self, _total: u64) {}
-    fn compiled(&self) {}
-    fn compile_finished(&self) {}
+    fn started(&self, _what: &'static str, _total: u64) {}
+    fn advanced(&self) {}
+    fn finished(&self) {}
 }
 
 /// A progress bar on stderr.
@@ -43,7 +44,8 @@ impl Bar {
 }
 
 impl Reporter for Bar {
-    fn compile_started(&self, total: u64) {
+    fn started(&self, what: &'static str, total: u64) {
+        self.bar.reset();
         self.bar.set_length(total);
         self.bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -52,17 +54,17 @@ impl Reporter for Bar {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
-        self.bar.set_prefix("Compiling");
+        self.bar.set_prefix(what);
         self.bar
             .set_draw_target(indicatif::ProgressDrawTarget::stderr());
         self.bar.enable_steady_tick(Duration::from_millis(200));
     }
 
-    fn compiled(&self) {
+    fn advanced(&self) {
         self.bar.inc(1);
     }
 
-    fn compile_finished(&self) {
+    fn finished(&self) {
         self.bar.finish_and_clear();
     }
 }

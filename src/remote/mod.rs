@@ -28,6 +28,7 @@ use serde::Serialize;
 
 use crate::interrupt;
 use crate::key::{ContentHash, Key, KeyContext};
+use crate::progress::Reporter;
 use crate::store::{NewEntry, NewFailure};
 pub use location::Location;
 pub use object::{Fetched, Wanted};
@@ -161,12 +162,15 @@ impl Remote {
         context: &KeyContext<'_>,
         wanted: &[Wanted],
         profile_id: i64,
+        reporter: &dyn Reporter,
     ) -> Vec<Option<Fetched>> {
         crate::parallel::map(wanted, FETCH_THREADS, |wanted| {
             if interrupt::requested() {
                 return None;
             }
-            self.shared.fetch_one(context, wanted, profile_id)
+            let fetched = self.shared.fetch_one(context, wanted, profile_id);
+            reporter.advanced();
+            fetched
         })
     }
 
