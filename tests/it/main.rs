@@ -23,6 +23,7 @@ mod pre_commit;
 mod readonly_deploy;
 mod remote;
 mod scan;
+mod servers;
 mod stdlib;
 mod store;
 mod verify;
