@@ -24,6 +24,11 @@ pub fn exec(global: &GlobalConfig, args: &[OsString]) -> anyhow::Result<ExitStat
             profile_id,
             store,
             max_size: global.max_size,
+            remote: crate::remote::Options {
+                // The server has no terminal: its warnings go to its log.
+                quiet: true,
+                ..global.remote.clone()
+            },
         })
     });
     Err(exec::run(target, &candidate.path, args))

@@ -96,17 +96,7 @@ pub(super) fn finish_remote(remote: Option<Remote>, filled: &mut Filled) -> anyh
         return Ok(());
     };
     let done = remote.finish();
-    filled.store.finish_run(
-        &[],
-        &[
-            ("remote_hits", done.hits),
-            ("remote_misses", done.misses),
-            ("remote_errors", done.errors),
-            ("remote_uploaded", done.uploaded),
-            ("remote_bytes_down", done.bytes_down),
-            ("remote_bytes_up", done.bytes_up),
-        ],
-    )?;
+    filled.store.finish_run(&[], &done.counters())?;
     filled.outcome.summary.remote = Some(done);
     Ok(())
 }

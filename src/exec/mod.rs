@@ -45,6 +45,8 @@ pub struct Target {
     pub store: Store,
     /// Size the store is kept under (`--max-size`).
     pub max_size: u64,
+    /// The remote caches misses are fetched from.
+    pub remote: crate::remote::Options,
 }
 
 /// Becomes `python ARGS...` served by a server left behind; returns only
@@ -104,6 +106,7 @@ fn serve(
         profile_id,
         store,
         max_size,
+        remote,
     } = target;
     let store_path = store.path().to_owned();
     // No SQLite connection may cross the fork.
@@ -115,6 +118,7 @@ fn serve(
         profile_id,
         socket_path: socket_path.clone(),
         max_size,
+        remote,
     };
     let keep = [listener.as_raw_fd(), pidfd.as_raw_fd()];
     // With RCACHE_LOG set, the server's logs go to a file beside its socket.

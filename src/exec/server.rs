@@ -41,6 +41,8 @@ pub struct Config {
     pub socket_path: PathBuf,
     /// Size the store is kept under (`--max-size`).
     pub max_size: u64,
+    /// Where misses are fetched from (and compiled code uploaded to).
+    pub remote: crate::remote::Options,
 }
 
 /// State every connection thread shares.
@@ -66,7 +68,9 @@ pub fn serve(listener: UnixListener, pidfd: &OwnedFd, config: Config) -> i32 {
     let background = Background::start(
         config.store_path.clone(),
         config.interpreter.executable.clone(),
+        config.interpreter.profile.clone(),
         config.profile_id,
+        &config.remote,
     );
     let shared = Arc::new(Shared {
         misses: Mutex::new(Some(background.sender())),

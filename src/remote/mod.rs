@@ -82,6 +82,20 @@ pub struct RemoteSummary {
     pub skipped: Vec<String>,
 }
 
+impl RemoteSummary {
+    /// The store's lifetime counters this run adds to (`rcache stats`).
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("remote_hits", self.hits),
+            ("remote_misses", self.misses),
+            ("remote_errors", self.errors),
+            ("remote_uploaded", self.uploaded),
+            ("remote_bytes_down", self.bytes_down),
+            ("remote_bytes_up", self.bytes_up),
+        ]
+    }
+}
+
 /// The remotes of a run, tried in order.
 pub struct Remote {
     shared: Arc<Shared>,
@@ -282,7 +296,7 @@ impl Shared {
             #[expect(clippy::print_stderr, reason = "a warning, once per remote")]
             {
                 eprintln!(
-                    "warning: remote `{}`: {what}; going on without it where it fails",
+                    "warning: remote `{}`: {what}; carrying on without it (skipped after {MAX_ERRORS} failures)",
                     endpoint.shown
                 );
             }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::servers::{Fault, FaultyServer, Nginx, Redis};
 use crate::support::{Python, TestEnv, code, covered, module_source, run_json, stderr};
 
 /// Modules that compile, and one that does not.
@@ -168,6 +169,232 @@ fn a_shared_directory_serves_a_second_store_and_refuses_tampered_objects() {
     assert_eq!(code(&verify), 0, "{}", stderr(&verify));
     covered(
         "remote::a_shared_directory_serves_a_second_store_and_refuses_tampered_objects",
+        &[python],
+    );
+}
+
+/// The whole standard library through a real nginx (WebDAV PUT) and a real
+/// redis-server: the first machine compiles and uploads to both; a second
+/// and a third machine, with empty stores, each materialize a fresh checkout
+/// from one of them with no compile and no worker, one request per object,
+/// and write the first machine's pycs byte for byte.
+#[test]
+fn second_machines_materialize_a_standard_library_from_nginx_and_redis() {
+    let python = crate::support::any_python();
+    let env = TestEnv::new();
+    let lib = env.path().join("lib");
+    let files = crate::support::copy_stdlib(&python, &lib) as u64;
+    let nginx = Nginx::start();
+    let redis = Redis::start();
+    let store = |name: &str| env.path().join(name).join("store.sqlite3");
+
+    let mut first = env.rcache_with_store(&store("one"), &python, &["--json"]);
+    first
+        .args([
+            "--remote",
+            &nginx.url(),
+            "--remote",
+            &format!("{}?ttl=1h", redis.url()),
+        ])
+        .arg("materialize")
+        .arg(&lib);
+    let (first, output) = run_json(&mut first);
+    assert!(code(&output) <= 1, "{}", stderr(&output));
+    let objects = first["compiled"].as_u64().unwrap() + first["failed"].as_u64().unwrap();
+    assert_eq!(first["remote"]["errors"], 0, "{first}");
+    assert!(
+        first["remote"]["uploaded"].as_u64().unwrap() >= 2 * first["compiled"].as_u64().unwrap(),
+        "every object to both: {first}"
+    );
+    let stored_keys = redis.keys();
+    assert_eq!(
+        std::fs::read_dir(nginx.objects_dir()).unwrap().count(),
+        stored_keys.len(),
+        "nginx and redis hold the same objects"
+    );
+    let ttl = redis.ttl(&stored_keys[0]);
+    assert!((3000..=3600).contains(&ttl), "ttl {ttl}");
+    let expected = pycs(&lib);
+    assert!(expected.len() as u64 + first["failed"].as_u64().unwrap() >= files);
+
+    for (name, remote) in [("two", nginx.url()), ("three", redis.url())] {
+        remove_pycaches(&lib);
+        let gets_before = nginx.requests().len();
+        let mut command = env.rcache_with_store(&store(name), &python, &["--json"]);
+        command.args(["--remote", &remote, "materialize"]).arg(&lib);
+        let (summary, output) = run_json(&mut command);
+        assert_eq!(code(&output), code_of(&first), "{}", stderr(&output));
+        assert_eq!(summary["compiled"], 0, "{name}: {summary}");
+        assert_eq!(summary["workers_started"], 0, "{name}: {summary}");
+        assert_eq!(summary["failed"], first["failed"], "{name}: {summary}");
+        assert_eq!(summary["remote"]["errors"], 0, "{name}: {summary}");
+        assert_eq!(summary["remote"]["misses"], 0, "{name}: {summary}");
+        let hits = summary["remote"]["hits"].as_u64().unwrap();
+        assert_eq!(
+            summary["remote"]["requests"], hits,
+            "one request per object"
+        );
+        assert!(hits <= objects, "{name}: {summary}");
+        if name == "two" {
+            let gets = nginx.requests()[gets_before..]
+                .iter()
+                .filter(|(method, _, status)| method == "GET" && *status == 200)
+                .count();
+            assert_eq!(gets as u64, hits, "nginx served each object once");
+        }
+        assert_eq!(pycs(&lib), expected, "{name}: the first machine's pycs");
+    }
+    covered(
+        "remote::second_machines_materialize_a_standard_library_from_nginx_and_redis",
+        &[python],
+    );
+}
+
+/// The exit status a summary's run had: 1 when something failed.
+fn code_of(summary: &Value) -> i32 {
+    i32::from(summary["failed"].as_u64().unwrap() > 0)
+}
+
+/// Servers answering 500, cutting bodies short, sending another object's
+/// bytes or junk, or never answering: each run warns once, compiles what
+/// it could not trust, writes the pycs a run without remote writes, and
+/// exits 1 only for `bad.py`.
+#[test]
+fn failing_servers_never_break_a_run() {
+    let python = crate::support::any_python();
+    let env = TestEnv::new();
+    let tree = project(&env, "proj");
+    // The objects the faulty servers serve (or mangle): a real run's.
+    let share = env.path().join("share");
+    let (_, output) = materialize(
+        &env,
+        &python,
+        "seed",
+        &format!("file://{}", share.display()),
+        &[],
+        &tree,
+    );
+    assert_eq!(code(&output), 1, "{}", stderr(&output));
+    let expected = pycs(&tree);
+
+    for fault in [
+        Fault::Status500,
+        Fault::Truncate,
+        Fault::OtherObject,
+        Fault::Garbage,
+        Fault::Hang,
+    ] {
+        let server = FaultyServer::start(fault, &share);
+        remove_pycaches(&tree);
+        let store = env.path().join(format!("{fault:?}")).join("store.sqlite3");
+        let mut command = env.rcache_with_store(&store, &python, &["--json"]);
+        command
+            .env("RCACHE_REMOTE_TIMEOUT", "1")
+            .args(["--remote", &server.url(), "materialize"])
+            .arg(&tree);
+        let started = std::time::Instant::now();
+        let (summary, output) = run_json(&mut command);
+        let text = stderr(&output);
+        assert_eq!(code(&output), 1, "{fault:?}: only bad.py fails: {text}");
+        assert_eq!(
+            summary["compiled"],
+            MODULES as u64 + 1,
+            "{fault:?}: {summary}"
+        );
+        assert_eq!(summary["from_remote"], 0, "{fault:?}: {summary}");
+        assert!(
+            summary["remote"]["errors"].as_u64().unwrap() >= 1,
+            "{fault:?}"
+        );
+        assert_eq!(
+            remote_warnings(&text).len(),
+            1,
+            "{fault:?}: warned once: {text}"
+        );
+        assert_eq!(
+            summary["remote"]["skipped"],
+            serde_json::json!([server.url()]),
+            "{fault:?}: {summary}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{fault:?}: a dead remote costs a few timeouts, not one per file"
+        );
+        assert_eq!(pycs(&tree), expected, "{fault:?}");
+        eprintln!("{fault:?}: {}", remote_warnings(&text)[0]);
+    }
+    covered("remote::failing_servers_never_break_a_run", &[python]);
+}
+
+/// nginx killed while a cold run uploads: the run finishes with every pyc
+/// (those a run without remote writes) and its own exit status; the next
+/// run, with the server gone, compiles nothing it has and warns once.
+#[test]
+fn a_server_killed_mid_run_leaves_correct_pycs() {
+    let python = crate::support::any_python();
+    let env = TestEnv::new();
+    let tree = env.path().join("big");
+    for index in 0..400 {
+        env.write(
+            &format!("big/pkg{}/m{index}.py", index % 8),
+            module_source(index),
+        );
+    }
+    env.write("big/bad.py", "def broken(:\n");
+    let mut nginx = Nginx::start();
+    let store = env.path().join("one/store.sqlite3");
+    let mut command = env.rcache_with_store(&store, &python, &["--json", "-j", "1"]);
+    command
+        .args(["--remote", &nginx.url(), "materialize"])
+        .arg(&tree)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_dir(nginx.objects_dir()).map_or(0, Iterator::count) < 5 {
+        assert!(std::time::Instant::now() < deadline, "no upload arrived");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    nginx.stop();
+    let output = child.wait_with_output().unwrap();
+    let text = stderr(&output);
+    assert_eq!(code(&output), 1, "only bad.py fails: {text}");
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["compiled"], 400, "{summary}");
+    assert!(
+        summary["remote"]["uploaded"].as_u64().unwrap() < 401,
+        "{summary}"
+    );
+    assert_eq!(remote_warnings(&text).len(), 1, "{text}");
+    let with_remote = pycs(&tree);
+    assert_eq!(with_remote.len(), 400);
+
+    remove_pycaches(&tree);
+    let mut command = env.rcache_with_store(&store, &python, &["--json"]);
+    command
+        .args(["--remote", &nginx.url(), "materialize"])
+        .arg(&tree);
+    let (again, output) = run_json(&mut command);
+    assert_eq!(code(&output), 1, "{}", stderr(&output));
+    assert_eq!(again["compiled"], 0, "all in the local store: {again}");
+    assert_eq!(again["remote"]["requests"], 0, "local hits ask no remote");
+    assert_eq!(pycs(&tree), with_remote);
+
+    remove_pycaches(&tree);
+    let reference = env.path().join("ref/store.sqlite3");
+    let output = env
+        .rcache_with_store(&reference, &python, &["materialize"])
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 1);
+    assert_eq!(
+        pycs(&tree),
+        with_remote,
+        "the pycs a run without remote writes"
+    );
+    covered(
+        "remote::a_server_killed_mid_run_leaves_correct_pycs",
         &[python],
     );
 }
