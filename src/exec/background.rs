@@ -97,8 +97,8 @@ fn compile_all(
         select! {
             recv(queue) -> missed => match missed {
                 Ok(missed) => {
-                    let mut batch = vec![missed];
-                    batch.extend(queue.try_iter());
+                    let mut batch = vec![*missed];
+                    batch.extend(queue.try_iter().map(|missed| *missed));
                     batch.retain(|missed| seen.insert(missed.key));
                     for missed in results.fetch(batch) {
                         let Ok(bytes) = missed.source.bytes() else { continue };
@@ -184,7 +184,7 @@ impl Results {
     }
 
     /// Takes what the remotes have of `batch`; returns the rest, to compile.
-    fn fetch(&mut self, batch: Vec<Box<Missed>>) -> Vec<Box<Missed>> {
+    fn fetch(&mut self, batch: Vec<Missed>) -> Vec<Missed> {
         let Some(remote) = &self.remote else {
             return batch;
         };

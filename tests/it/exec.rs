@@ -36,7 +36,7 @@ impl Exec {
         self.env.path().join("project")
     }
 
-    fn write(&self, relative: &str, contents: &str) -> PathBuf {
+    pub(crate) fn write(&self, relative: &str, contents: &str) -> PathBuf {
         self.env.write(&format!("project/{relative}"), contents)
     }
 
@@ -58,7 +58,7 @@ impl Exec {
         command
     }
 
-    fn exec(&self, args: &[&str]) -> Command {
+    pub(crate) fn exec(&self, args: &[&str]) -> Command {
         let mut command = rcache_command(&self.project());
         self.base(&mut command);
         command
@@ -72,7 +72,7 @@ impl Exec {
     }
 
     /// Runs an `exec` command to its end, server included.
-    fn run_exec(&self, command: &mut Command) -> Output {
+    pub(crate) fn run_exec(&self, command: &mut Command) -> Output {
         let child = command
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())

@@ -398,3 +398,150 @@ fn a_server_killed_mid_run_leaves_correct_pycs() {
         &[python],
     );
 }
+
+/// The shipped nginx `location` (`integrations/remote/nginx.conf`) lets
+/// anyone read and only its writers write: without credentials uploads
+/// fail (401, one warning, the run is unaffected); with them from the
+/// environment, from `~/.netrc`, or in the URL, they land; a wrong password
+/// in the URL is never printed, even in debug logs; `--remote-read-only`
+/// sends no `PUT`.
+#[test]
+fn the_shipped_nginx_location_takes_writes_only_with_credentials() {
+    let python = crate::support::any_python();
+    let env = TestEnv::new();
+    let nginx = Nginx::start_shipped("ci", "s3cret");
+    let url = nginx.url();
+    let run = |name: &str, edit: usize, configure: &dyn Fn(&mut std::process::Command)| {
+        let tree = env.path().join(name);
+        if !tree.exists() {
+            project(&env, name);
+        }
+        env.write(&format!("{name}/pkg/m0.py"), format!("EDIT = {edit}\n"));
+        let store = env.path().join(name).with_extension("store");
+        let mut command =
+            env.rcache_with_store(&store.join("s.sqlite3"), &python, &["--json", "-vv"]);
+        configure(&mut command);
+        command.arg("materialize").arg(&tree);
+        let (summary, output) = run_json(&mut command);
+        assert_eq!(code(&output), 1, "only bad.py fails: {}", stderr(&output));
+        (summary, stderr(&output))
+    };
+    let with_url = |command: &mut std::process::Command| {
+        command.args(["--remote", &url]);
+    };
+
+    let (anonymous, text) = run("anonymous", 0, &with_url);
+    assert_eq!(anonymous["remote"]["uploaded"], 0, "{anonymous}");
+    assert_eq!(remote_warnings(&text).len(), 1, "{text}");
+    assert!(remote_warnings(&text)[0].contains("HTTP 401"), "{text}");
+    assert!(!nginx.objects_dir().exists());
+
+    let (from_env, text) = run("env", 1, &|command| {
+        with_url(command);
+        command
+            .env("RCACHE_REMOTE_USER", "ci")
+            .env("RCACHE_REMOTE_PASSWORD", "s3cret");
+    });
+    assert_eq!(
+        from_env["remote"]["uploaded"],
+        MODULES as u64 + 2,
+        "{from_env}"
+    );
+    assert!(remote_warnings(&text).is_empty(), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+
+    let netrc = env.write("dot-netrc", "machine 127.0.0.1 login ci password s3cret\n");
+    let (from_netrc, _) = run("netrc", 2, &|command| {
+        with_url(command);
+        command.env("NETRC", &netrc);
+    });
+    assert_eq!(from_netrc["compiled"], 1, "m0.py edited: {from_netrc}");
+    assert_eq!(from_netrc["remote"]["uploaded"], 1, "{from_netrc}");
+
+    let in_url = url.replace("http://", "http://ci:s3cret@");
+    let (from_url, text) = run("url", 3, &|command| {
+        command.args(["--remote", &in_url]);
+    });
+    assert_eq!(from_url["remote"]["uploaded"], 1, "{from_url}");
+    assert!(!text.contains("s3cret"), "{text}");
+    let wrong = url.replace("http://", "http://ci:hunter2@");
+    let (wrong_password, text) = run("wrong", 4, &|command| {
+        command.args(["--remote", &wrong]);
+    });
+    assert_eq!(wrong_password["remote"]["uploaded"], 0, "{wrong_password}");
+    assert!(remote_warnings(&text)[0].contains("HTTP 401"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+
+    let puts_before = nginx
+        .requests()
+        .iter()
+        .filter(|(method, ..)| method == "PUT")
+        .count();
+    let (read_only, text) = run("readonly", 5, &|command| {
+        with_url(command);
+        command
+            .arg("--remote-read-only")
+            .env("RCACHE_REMOTE_USER", "ci")
+            .env("RCACHE_REMOTE_PASSWORD", "s3cret");
+    });
+    assert_eq!(read_only["compiled"], 1, "{read_only}");
+    assert_eq!(read_only["from_remote"], MODULES as u64, "{read_only}");
+    assert_eq!(read_only["remote"]["uploaded"], 0, "{read_only}");
+    assert!(remote_warnings(&text).is_empty(), "{text}");
+    let puts_after = nginx
+        .requests()
+        .iter()
+        .filter(|(method, ..)| method == "PUT")
+        .count();
+    assert_eq!(puts_after, puts_before, "no PUT when read-only");
+    covered(
+        "remote::the_shipped_nginx_location_takes_writes_only_with_credentials",
+        &[python],
+    );
+}
+
+/// `rcache exec` on a machine with an empty store: the program runs as
+/// usual, and the server fills the store with what it missed from the
+/// remote (compiling nothing), so the next run is served; on the first
+/// machine the server uploaded what it compiled.
+#[test]
+fn exec_fills_the_store_from_the_remote() {
+    let python = crate::support::any_python();
+    let nginx = Nginx::start();
+    let run = |exec: &crate::exec::Exec| {
+        exec.write("helper.py", "VALUE = 41 + 1\n");
+        exec.write("main.py", "import helper\nprint(helper.VALUE)\n");
+        let mut command = exec.exec(&["main.py"]);
+        command.env("RCACHE_REMOTE", nginx.url());
+        let output = exec.run_exec(&mut command);
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "42\n");
+        let mut stats = crate::support::rcache_command(exec.env.path());
+        stats
+            .arg("--json")
+            .arg("--store")
+            .arg(&exec.env.store)
+            .arg("stats");
+        run_json(&mut stats).0
+    };
+    let first = crate::exec::Exec::new(&python);
+    let stats = run(&first);
+    assert_eq!(
+        stats["remote"]["uploaded"], 2,
+        "main.py and helper.py: {stats}"
+    );
+    assert_eq!(std::fs::read_dir(nginx.objects_dir()).unwrap().count(), 2);
+
+    let second = crate::exec::Exec::new(&python);
+    let stats = run(&second);
+    assert_eq!(stats["remote"]["hits"], 2, "{stats}");
+    assert_eq!(stats["remote"]["uploaded"], 0, "{stats}");
+    assert_eq!(stats["entries"], 2, "{stats}");
+    let stats = run(&second);
+    assert!(
+        stats["lifetime_hits"].as_u64().unwrap() >= 2,
+        "served: {stats}"
+    );
+    assert_eq!(stats["remote"]["hits"], 2, "no more fetches: {stats}");
+    covered("remote::exec_fills_the_store_from_the_remote", &[python]);
+}

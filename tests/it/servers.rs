@@ -75,6 +75,8 @@ fn kill(child: &mut Option<Child>) {
 pub struct Nginx {
     dir: TempDir,
     port: u16,
+    /// The URL path objects live under: `/cache` or `/rcache`.
+    base: &'static str,
     child: Option<Child>,
 }
 
@@ -90,6 +92,18 @@ impl Nginx {
         Nginx::start_with(Some((user, password)))
     }
 
+    /// Starts nginx with the `location` block rcache ships
+    /// (`integrations/remote/nginx.conf`, at `/rcache`), its writers being
+    /// `user`:`password`.
+    pub fn start_shipped(user: &str, password: &str) -> Nginx {
+        let dir = tempfile::tempdir().expect("nginx temp dir");
+        let users = dir.path().join("rcache.htpasswd");
+        std::fs::write(&users, format!("{user}:{{PLAIN}}{password}\n")).unwrap();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("integrations/remote/nginx.conf");
+        let location = format!("include {};", shipped.display());
+        Nginx::start_in(dir, &location, "/rcache")
+    }
+
     fn start_with(auth: Option<(&str, &str)>) -> Nginx {
         let dir = tempfile::tempdir().expect("nginx temp dir");
         let auth_lines = match auth {
@@ -103,10 +117,24 @@ impl Nginx {
             }
             None => String::new(),
         };
+        let location = format!(
+            "location /cache/ {{
+            dav_methods PUT DELETE;
+            create_full_put_path on;
+            client_max_body_size 64m;
+            dav_access user:rw;
+            {auth_lines}
+        }}"
+        );
+        Nginx::start_in(dir, &location, "/cache")
+    }
+
+    /// Starts nginx in `dir` serving `location`, objects under `base`.
+    fn start_in(dir: TempDir, location: &str, base: &'static str) -> Nginx {
         for attempt in 1..=PORT_ATTEMPTS {
             let port = free_port();
             let config = dir.path().join("nginx.conf");
-            std::fs::write(&config, nginx_config(dir.path(), port, &auth_lines)).unwrap();
+            std::fs::write(&config, nginx_config(dir.path(), port, location)).unwrap();
             let pid_file = dir.path().join("nginx.pid");
             let _ = std::fs::remove_file(&pid_file);
             let mut child = Command::new(nginx_binary())
@@ -132,6 +160,7 @@ impl Nginx {
                 return Nginx {
                     dir,
                     port,
+                    base,
                     child: Some(child),
                 };
             }
@@ -147,12 +176,16 @@ impl Nginx {
 
     /// The remote URL to give rcache: `http://127.0.0.1:PORT/cache`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/cache", self.port)
+        format!("http://127.0.0.1:{}{}", self.port, self.base)
     }
 
     /// Where `PUT <url>/ac/<key>` lands on disk: `<objects_dir>/<key>`.
     pub fn objects_dir(&self) -> PathBuf {
-        self.dir.path().join("root/cache/ac")
+        self.dir
+            .path()
+            .join("root")
+            .join(&self.base[1..])
+            .join("ac")
     }
 
     /// Every request answered so far, oldest first, as (method, path with
@@ -206,7 +239,7 @@ fn nginx_binary() -> PathBuf {
 }
 
 /// An nginx.conf keeping every file nginx writes under `dir`.
-fn nginx_config(dir: &Path, port: u16, auth_lines: &str) -> String {
+fn nginx_config(dir: &Path, port: u16, location: &str) -> String {
     let dir = dir.display();
     format!(
         r"daemon off;
@@ -228,13 +261,7 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         root {dir}/root;
-        location /cache/ {{
-            dav_methods PUT DELETE;
-            create_full_put_path on;
-            client_max_body_size 64m;
-            dav_access user:rw;
-            {auth_lines}
-        }}
+        {location}
     }}
 }}
 "
