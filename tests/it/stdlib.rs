@@ -172,10 +172,11 @@ fn check_deterministic_and_load_equal(python: &Python, warmed: &Warmed) {
     {
         let (env, root) = (&warmed.env, &warmed.root);
 
-        // Other order: a few packages first, one worker, separate store.
+        // Other order: a few packages first, three workers (the first warm
+        // ran one per CPU), separate store.
         let other = TestEnv::new();
         for part in ["lib/xml", "lib/asyncio", "lib/email", "lib"] {
-            let mut command = other.rcache(python, &["--json", "-j", "1", "warm"]);
+            let mut command = other.rcache(python, &["--json", "-j", "3", "warm"]);
             command.arg(root.join(part.trim_start_matches("lib/").trim_start_matches("lib")));
             command.current_dir(env.path());
             let (summary, output) = crate::support::run_json(&mut command);
