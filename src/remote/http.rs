@@ -41,6 +41,7 @@ impl Http {
             .http_status_as_error(false)
             .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
             .timeout_global(Some(timeout))
+            .max_idle_connections(connections)
             .max_idle_connections_per_host(connections)
             .user_agent(concat!("rcache/", env!("CARGO_PKG_VERSION")))
             .build()
