@@ -4,13 +4,12 @@
 //! can. Whatever a remote does, the pycs are the ones a local compile
 //! writes and the exit status is the one the sources call for.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 use crate::servers::{Fault, FaultyServer, Nginx, Redis};
-use crate::support::{Python, TestEnv, code, covered, module_source, run_json, stderr};
+use crate::support::{Python, TestEnv, code, covered, module_source, pycs, run_json, stderr};
 
 /// Modules that compile, and one that does not.
 const MODULES: usize = 12;
@@ -39,23 +38,6 @@ fn materialize(
     let mut command = env.rcache_with_store(&store, python, &["--json", "--remote", remote]);
     command.args(args).arg("materialize").arg(tree);
     run_json(&mut command)
-}
-
-/// Every pyc under `tree`, by path, with its bytes.
-fn pycs(tree: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut found = BTreeMap::new();
-    let mut dirs = vec![tree.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|ext| ext == "pyc") {
-                found.insert(path.clone(), std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    found
 }
 
 /// Removes every `__pycache__` under `tree`.

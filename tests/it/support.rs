@@ -328,6 +328,23 @@ pub fn stdlib_dir(python: &Python) -> PathBuf {
     PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }
 
+/// Every pyc under `tree`, by path, with its bytes.
+pub fn pycs(tree: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut found = BTreeMap::new();
+    let mut dirs = vec![tree.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "pyc") {
+                found.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    found
+}
+
 /// A small module of its own for each `index`.
 pub fn module_source(index: usize) -> String {
     format!("VALUE = {index}\n\n\ndef value_{index}(x):\n    return x + VALUE\n")

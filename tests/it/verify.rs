@@ -125,25 +125,6 @@ fn problem_keys(verified: &Value) -> Vec<String> {
     keys
 }
 
-/// Every pyc under `dir`'s `__pycache__` dirs, by path, with its bytes.
-fn pycs(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut found = Vec::new();
-    let mut dirs = vec![dir.to_owned()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|ext| ext == "pyc") {
-                let bytes = std::fs::read(&path).unwrap();
-                found.push((path, bytes));
-            }
-        }
-    }
-    found.sort();
-    found
-}
-
 /// A store warmed with two stdlib packages for two interpreters verifies
 /// clean, every entry loaded by its own interpreter. Bits flipped inside
 /// stored blobs, in the file: `verify` reports exactly those entries
@@ -173,8 +154,8 @@ fn flipped_bytes_in_blobs_are_found_and_never_written() {
     let args = ["materialize", "--mode", "checked-hash", "lib"];
     let output = env.rcache(first, &args).output().unwrap();
     assert_eq!(code(&output), 0, "{}", stderr(&output));
-    let sound = pycs(&tree);
-    for (path, _) in &sound {
+    let sound = crate::support::pycs(&tree);
+    for path in sound.keys() {
         std::fs::remove_file(path).unwrap();
     }
 
@@ -190,7 +171,11 @@ fn flipped_bytes_in_blobs_are_found_and_never_written() {
     assert_eq!(code(&output), 0, "{}", stderr(&output));
     let warned = stderr(&output).matches("compiling it again").count();
     assert_eq!(warned, flipped.len(), "{}", stderr(&output));
-    assert_eq!(pycs(&tree), sound, "a pyc differs from the sound store's");
+    assert_eq!(
+        crate::support::pycs(&tree),
+        sound,
+        "a pyc differs from the sound store's"
+    );
     let (healed, output) = verify(&env, first, &[]);
     assert_eq!(code(&output), 0, "{healed}");
 
