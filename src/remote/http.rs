@@ -7,6 +7,11 @@
 //! `RCACHE_REMOTE_TOKEN` (a bearer token), `RCACHE_REMOTE_USER` with
 //! `RCACHE_REMOTE_PASSWORD`, then the host's entry in `~/.netrc` (or
 //! `$NETRC`), as curl and pip read it. None of them is ever printed.
+//!
+//! `https://` servers are verified against the system's certificates (as
+//! curl does: a company CA installed on the machine is trusted, and
+//! `SSL_CERT_FILE` / `SSL_CERT_DIR` point elsewhere), through
+//! rustls-platform-verifier.
 
 use std::time::Duration;
 
@@ -44,6 +49,11 @@ impl Http {
             .max_idle_connections(connections)
             .max_idle_connections_per_host(connections)
             .user_agent(concat!("rcache/", env!("CARGO_PKG_VERSION")))
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                    .build(),
+            )
             .build()
             .new_agent();
         Self {

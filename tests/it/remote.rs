@@ -527,3 +527,120 @@ fn exec_fills_the_store_from_the_remote() {
     assert_eq!(stats["remote"]["hits"], 2, "no more fetches: {stats}");
     covered("remote::exec_fills_the_store_from_the_remote", &[python]);
 }
+
+/// A CA and a certificate it signed for 127.0.0.1, made with openssl in
+/// `dir`: (CA certificate, server certificate, server key).
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let openssl = |args: &[&str]| {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (Debian package openssl)");
+        assert!(output.status.success(), "{}", stderr(&output));
+    };
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rcache test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+/// An https remote whose certificate the system does not trust is refused
+/// (one warning, the run unaffected, nothing sent); trusted through
+/// `SSL_CERT_FILE`, as curl and pip allow, it takes uploads and serves a
+/// second store.
+#[test]
+fn https_remotes_are_verified_against_the_system_certificates() {
+    let python = crate::support::any_python();
+    let env = TestEnv::new();
+    let (ca, certificate, key) = certificates(env.path());
+    let nginx = Nginx::start_tls(&certificate, &key);
+    assert!(nginx.url().starts_with("https://"));
+    let tree = project(&env, "proj");
+
+    let (untrusted, output) = materialize(&env, &python, "one", &nginx.url(), &[], &tree);
+    let text = stderr(&output);
+    assert_eq!(code(&output), 1, "only bad.py fails: {text}");
+    assert_eq!(untrusted["remote"]["uploaded"], 0, "{untrusted}");
+    assert_eq!(remote_warnings(&text).len(), 1, "{text}");
+    assert!(remote_warnings(&text)[0].contains("certificate"), "{text}");
+    assert!(nginx.requests().is_empty(), "no request got through");
+
+    remove_pycaches(&tree);
+    let store = env.path().join("two/store.sqlite3");
+    let mut command = env.rcache_with_store(&store, &python, &["--json", "--remote", &nginx.url()]);
+    command
+        .env("SSL_CERT_FILE", &ca)
+        .arg("materialize")
+        .arg(&tree);
+    let (trusted, output) = run_json(&mut command);
+    assert_eq!(code(&output), 1, "{}", stderr(&output));
+    assert_eq!(
+        trusted["remote"]["uploaded"],
+        MODULES as u64 + 2,
+        "{trusted}"
+    );
+    assert!(remote_warnings(&stderr(&output)).is_empty());
+
+    remove_pycaches(&tree);
+    let store = env.path().join("three/store.sqlite3");
+    let mut command = env.rcache_with_store(&store, &python, &["--json", "--remote", &nginx.url()]);
+    command
+        .env("SSL_CERT_FILE", &ca)
+        .arg("materialize")
+        .arg(&tree);
+    let (served, output) = run_json(&mut command);
+    assert_eq!(code(&output), 1, "{}", stderr(&output));
+    assert_eq!(served["compiled"], 0, "{served}");
+    assert_eq!(served["from_remote"], MODULES as u64 + 1, "{served}");
+    covered(
+        "remote::https_remotes_are_verified_against_the_system_certificates",
+        &[python],
+    );
+}

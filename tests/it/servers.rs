@@ -77,6 +77,8 @@ pub struct Nginx {
     port: u16,
     /// The URL path objects live under: `/cache` or `/rcache`.
     base: &'static str,
+    /// `http` or `https`.
+    scheme: &'static str,
     child: Option<Child>,
 }
 
@@ -101,7 +103,7 @@ impl Nginx {
         std::fs::write(&users, format!("{user}:{{PLAIN}}{password}\n")).unwrap();
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("integrations/remote/nginx.conf");
         let location = format!("include {};", shipped.display());
-        Nginx::start_in(dir, &location, "/rcache")
+        Nginx::start_in(dir, &location, "/rcache", None)
     }
 
     fn start_with(auth: Option<(&str, &str)>) -> Nginx {
@@ -126,15 +128,40 @@ impl Nginx {
             {auth_lines}
         }}"
         );
-        Nginx::start_in(dir, &location, "/cache")
+        Nginx::start_in(dir, &location, "/cache", None)
+    }
+
+    /// Starts nginx as [`Nginx::start`] does, serving https only, with the
+    /// certificate chain and key in these PEM files.
+    pub fn start_tls(certificate: &Path, key: &Path) -> Nginx {
+        let dir = tempfile::tempdir().expect("nginx temp dir");
+        let location = "location /cache/ {
+            dav_methods PUT;
+            create_full_put_path on;
+            client_max_body_size 64m;
+        }";
+        Nginx::start_in(dir, location, "/cache", Some((certificate, key)))
     }
 
     /// Starts nginx in `dir` serving `location`, objects under `base`.
-    fn start_in(dir: TempDir, location: &str, base: &'static str) -> Nginx {
+    fn start_in(
+        dir: TempDir,
+        location: &str,
+        base: &'static str,
+        tls: Option<(&Path, &Path)>,
+    ) -> Nginx {
+        let listen = match tls {
+            Some((certificate, key)) => format!(
+                " ssl;\n        ssl_certificate {};\n        ssl_certificate_key {};",
+                certificate.display(),
+                key.display()
+            ),
+            None => ";".to_owned(),
+        };
         for attempt in 1..=PORT_ATTEMPTS {
             let port = free_port();
             let config = dir.path().join("nginx.conf");
-            std::fs::write(&config, nginx_config(dir.path(), port, location)).unwrap();
+            std::fs::write(&config, nginx_config(dir.path(), port, &listen, location)).unwrap();
             let pid_file = dir.path().join("nginx.pid");
             let _ = std::fs::remove_file(&pid_file);
             let mut child = Command::new(nginx_binary())
@@ -161,6 +188,7 @@ impl Nginx {
                     dir,
                     port,
                     base,
+                    scheme: if tls.is_some() { "https" } else { "http" },
                     child: Some(child),
                 };
             }
@@ -176,7 +204,7 @@ impl Nginx {
 
     /// The remote URL to give rcache: `http://127.0.0.1:PORT/cache`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, self.base)
+        format!("{}://127.0.0.1:{}{}", self.scheme, self.port, self.base)
     }
 
     /// Where `PUT <url>/ac/<key>` lands on disk: `<objects_dir>/<key>`.
@@ -239,7 +267,7 @@ fn nginx_binary() -> PathBuf {
 }
 
 /// An nginx.conf keeping every file nginx writes under `dir`.
-fn nginx_config(dir: &Path, port: u16, location: &str) -> String {
+fn nginx_config(dir: &Path, port: u16, listen: &str, location: &str) -> String {
     let dir = dir.display();
     format!(
         r"daemon off;
@@ -259,7 +287,7 @@ http {{
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{listen}
         root {dir}/root;
         {location}
     }}
