@@ -107,6 +107,17 @@ impl Backend for Http {
 /// The `Authorization` header for `url`, from the first source that has
 /// credentials for it.
 fn authorization(url: &Url) -> Option<String> {
+    let var = |name: &str| std::env::var(name).ok();
+    credentials(url, var, || netrc::Netrc::new().ok())
+}
+
+/// [`authorization`] with the environment (`var`) and the netrc file
+/// (`netrc`, read only when needed) given.
+fn credentials(
+    url: &Url,
+    var: impl Fn(&str) -> Option<String>,
+    netrc: impl FnOnce() -> Option<netrc::Netrc>,
+) -> Option<String> {
     let basic = |user: &str, password: &str| {
         let pair = format!("{user}:{password}");
         format!(
@@ -125,7 +136,7 @@ fn authorization(url: &Url) -> Option<String> {
             &decode(url.password().unwrap_or_default()),
         ));
     }
-    let var = |name| std::env::var(name).ok().filter(|value| !value.is_empty());
+    let var = |name| var(name).filter(|value| !value.is_empty());
     if let Some(token) = var(env_vars::RCACHE_REMOTE_TOKEN) {
         return Some(format!("Bearer {token}"));
     }
@@ -133,7 +144,7 @@ fn authorization(url: &Url) -> Option<String> {
         let password = var(env_vars::RCACHE_REMOTE_PASSWORD).unwrap_or_default();
         return Some(basic(&user, &password));
     }
-    let netrc = netrc::Netrc::new().ok()?;
+    let netrc = netrc()?;
     let host = url.host_str()?;
     let entry = netrc
         .hosts
@@ -155,4 +166,53 @@ fn request_failed(method: &str, err: &ureq::Error) -> String {
 
 fn status_failed(method: &str, status: u16) -> String {
     format!("{method}: HTTP {status}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(url: &str, vars: &[(&str, &str)], netrc: &str) -> Option<String> {
+        let url = Url::parse(url).unwrap();
+        let var = |name: &str| {
+            vars.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        };
+        credentials(&url, var, || netrc.parse().ok())
+    }
+
+    #[test]
+    fn credentials_come_from_the_url_then_the_environment_then_netrc() {
+        // "ci:s3cret" and "me:p@ss" in base64.
+        let netrc = "machine cache.example.com login ci password s3cret\n";
+        let token = [("RCACHE_REMOTE_TOKEN", "tok")];
+        let user = [
+            ("RCACHE_REMOTE_USER", "ci"),
+            ("RCACHE_REMOTE_PASSWORD", "s3cret"),
+        ];
+        assert_eq!(
+            header("https://me:p%40ss@cache.example.com/", &token, netrc).as_deref(),
+            Some("Basic bWU6cEBzcw==")
+        );
+        assert_eq!(
+            header("https://cache.example.com/", &token, netrc).as_deref(),
+            Some("Bearer tok")
+        );
+        assert_eq!(
+            header("https://cache.example.com/", &user, "").as_deref(),
+            Some("Basic Y2k6czNjcmV0")
+        );
+        assert_eq!(
+            header(
+                "https://cache.example.com/",
+                &[("RCACHE_REMOTE_TOKEN", "")],
+                netrc
+            )
+            .as_deref(),
+            Some("Basic Y2k6czNjcmV0")
+        );
+        assert_eq!(header("https://other.example.com/", &[], netrc), None);
+        assert_eq!(header("https://other.example.com/", &[], ""), None);
+    }
 }
