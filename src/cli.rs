@@ -132,6 +132,9 @@ pub enum Command {
     Warm(WalkArgs),
     /// Write the pycs CPython will use for every .py under PATHs, from the store
     Materialize(MaterializeArgs),
+    /// Make the remote caches hold the code of every .py under PATHs:
+    /// warm them, then upload what each remote lacks
+    Push(WalkArgs),
     /// Remove this interpreter's pycs (all levels) under PATHs
     Clean(CleanArgs),
     /// Explain what this Python will do with the pycs under PATHs (used,

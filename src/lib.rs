@@ -100,6 +100,7 @@ fn run(invocation: &Invocation) -> anyhow::Result<ExitStatus> {
         Command::Materialize(args) => {
             commands::materialize(&global, &MaterializeConfig::new(args, &settings, &global))
         }
+        Command::Push(args) => commands::push(&global, &WalkConfig::new(args, &settings, &global)),
         Command::Stats => commands::stats(&global),
         Command::Gc(args) => commands::gc(&global, args),
         Command::Verify(args) => commands::verify(&global, args),

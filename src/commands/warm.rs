@@ -27,6 +27,8 @@ pub fn warm(global: &GlobalConfig, config: &WalkConfig) -> anyhow::Result<ExitSt
 pub(super) struct Filled {
     pub store: Store,
     pub interpreter: Interpreter,
+    /// The interpreter's profile in the store.
+    pub profile_id: i64,
     pub outcome: Outcome,
     /// The source files walked.
     pub files: Vec<std::path::PathBuf>,
@@ -82,6 +84,7 @@ pub(super) fn fill_store(
     Ok(Filled {
         store,
         interpreter,
+        profile_id,
         outcome,
         files: found.files,
         pycache_dirs: found.pycache_dirs,

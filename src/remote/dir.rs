@@ -43,4 +43,11 @@ impl Backend for Dir {
         })();
         written.map_err(|err| format!("write: {err}"))
     }
+
+    fn has(&self, key: &Key) -> Result<bool, String> {
+        self.objects
+            .join(key.to_hex())
+            .try_exists()
+            .map_err(|err| format!("stat: {err}"))
+    }
 }

@@ -102,6 +102,19 @@ impl Backend for Http {
             status => Err(status_failed("PUT", status)),
         }
     }
+
+    fn has(&self, key: &Key) -> Result<bool, String> {
+        let mut request = self.agent.head(self.url(key));
+        if let Some(value) = &self.authorization {
+            request = request.header("Authorization", value);
+        }
+        let response = request.call().map_err(|err| request_failed("HEAD", &err))?;
+        match response.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            status => Err(status_failed("HEAD", status)),
+        }
+    }
 }
 
 /// The `Authorization` header for `url`, from the first source that has

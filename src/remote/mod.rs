@@ -31,7 +31,7 @@ use crate::key::{ContentHash, Key, KeyContext};
 use crate::progress::Reporter;
 use crate::store::{NewEntry, NewFailure};
 pub use location::Location;
-pub use object::{Fetched, Wanted};
+pub use object::{Fetched, Wanted, encode_code, encode_failure};
 
 /// Requests in flight at once when fetching, each thread keeping its
 /// connection alive: a cold tree costs `keys / FETCH_THREADS` round trips.
@@ -47,6 +47,8 @@ trait Backend: Send + Sync {
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>, String>;
     /// Stores `object` under `key`.
     fn put(&self, key: &Key, object: &[u8]) -> Result<(), String>;
+    /// Whether an object is stored under `key`, without fetching it.
+    fn has(&self, key: &Key) -> Result<bool, String>;
 }
 
 /// How rcache uses its remotes.
@@ -72,6 +74,8 @@ pub struct RemoteSummary {
     pub errors: u64,
     /// Objects uploaded.
     pub uploaded: u64,
+    /// Objects a remote already had when asked before an upload (`push`).
+    pub present: u64,
     /// Object bytes received.
     pub bytes_down: u64,
     /// Object bytes sent.
@@ -121,6 +125,7 @@ struct Counters {
     misses: AtomicU64,
     errors: AtomicU64,
     uploaded: AtomicU64,
+    present: AtomicU64,
     bytes_down: AtomicU64,
     bytes_up: AtomicU64,
     requests: AtomicU64,
@@ -210,6 +215,32 @@ impl Remote {
         }
     }
 
+    /// Makes sure every remote holds `objects` (key, object bytes): asks
+    /// each (`HEAD`, `EXISTS`) and uploads what it lacks, a few at a time.
+    pub fn ensure(&self, objects: &[(Key, Vec<u8>)], reporter: &dyn Reporter) {
+        let counters = &self.shared.counters;
+        reporter.started("Pushing", objects.len() as u64);
+        crate::parallel::map(objects, FETCH_THREADS, |(key, object)| {
+            if interrupt::requested() {
+                return;
+            }
+            for endpoint in self.shared.usable() {
+                counters.requests.fetch_add(1, Ordering::Relaxed);
+                match endpoint.backend.has(key) {
+                    Ok(true) => {
+                        counters.present.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(false) => self.shared.put(endpoint, key, object),
+                    Err(why) => self
+                        .shared
+                        .failed(endpoint, &format!("{why} ({})", short(key))),
+                }
+            }
+            reporter.advanced();
+        });
+        reporter.finished();
+    }
+
     /// Waits for the queued uploads and says what the remotes did.
     pub fn finish(mut self) -> RemoteSummary {
         if let Some(uploads) = self.uploads.take() {
@@ -259,18 +290,22 @@ impl Shared {
     }
 
     fn put_everywhere(&self, key: &Key, object: &[u8]) {
-        let counters = &self.counters;
         for endpoint in self.usable() {
-            counters.requests.fetch_add(1, Ordering::Relaxed);
-            match endpoint.backend.put(key, object) {
-                Ok(()) => {
-                    counters.uploaded.fetch_add(1, Ordering::Relaxed);
-                    counters
-                        .bytes_up
-                        .fetch_add(object.len() as u64, Ordering::Relaxed);
-                }
-                Err(why) => self.failed(endpoint, &format!("{why} ({})", short(key))),
+            self.put(endpoint, key, object);
+        }
+    }
+
+    fn put(&self, endpoint: &Endpoint, key: &Key, object: &[u8]) {
+        let counters = &self.counters;
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        match endpoint.backend.put(key, object) {
+            Ok(()) => {
+                counters.uploaded.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .bytes_up
+                    .fetch_add(object.len() as u64, Ordering::Relaxed);
             }
+            Err(why) => self.failed(endpoint, &format!("{why} ({})", short(key))),
         }
     }
 
@@ -311,6 +346,7 @@ impl Shared {
             misses: get(&counters.misses),
             errors: get(&counters.errors),
             uploaded: get(&counters.uploaded),
+            present: get(&counters.present),
             bytes_down: get(&counters.bytes_down),
             bytes_up: get(&counters.bytes_up),
             requests: get(&counters.requests),

@@ -74,6 +74,10 @@ impl Backend for Redis {
         }
         self.run(&command)
     }
+
+    fn has(&self, key: &Key) -> Result<bool, String> {
+        self.run(redis::cmd("EXISTS").arg(name(key)))
+    }
 }
 
 fn name(key: &Key) -> String {

@@ -63,6 +63,29 @@ impl Blob {
         }
     }
 
+    /// The entry this blob was stored from, checked as one received from
+    /// elsewhere would be ([`NewEntry::checked`]), to send to a remote.
+    pub fn to_entry(
+        &self,
+        key: Key,
+        profile_id: i64,
+        optimize: u8,
+        warnings: Option<String>,
+    ) -> Result<NewEntry, String> {
+        let checksum = <[u8; 32]>::try_from(self.checksum.as_slice())
+            .map_err(|_| "a malformed checksum".to_owned())?;
+        let raw_size = u64::try_from(self.raw_size).unwrap_or(u64::MAX);
+        NewEntry::checked(
+            key,
+            profile_id,
+            optimize,
+            raw_size,
+            checksum,
+            self.data.clone(),
+            warnings,
+        )
+    }
+
     /// [`Blob::decode`] into `code`, with a decompressor and buffer a
     /// caller reuses from one blob to the next; `Err` says why it is corrupt.
     pub fn decode_into(

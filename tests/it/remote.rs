@@ -644,3 +644,57 @@ fn https_remotes_are_verified_against_the_system_certificates() {
         &[python],
     );
 }
+
+/// A store warmed before the remote existed seeds it with `rcache push`:
+/// every object the sources use is uploaded once (the failure included),
+/// a second push finds them all there (one `HEAD` each) and uploads
+/// nothing, and another machine then compiles nothing. Without a writable
+/// remote, push refuses to run.
+#[test]
+fn push_seeds_a_remote_from_a_warm_store() {
+    let python = crate::support::any_python();
+    let env = TestEnv::new();
+    let tree = project(&env, "proj");
+    let nginx = Nginx::start();
+    let mut warm = env.rcache(&python, &["warm"]);
+    assert_eq!(code(&warm.arg(&tree).output().unwrap()), 1);
+
+    let push = || {
+        let mut command = env.rcache(&python, &["--json", "--remote", &nginx.url(), "push"]);
+        let (summary, output) = run_json(command.arg(&tree));
+        assert_eq!(
+            code(&output),
+            1,
+            "bad.py fails, as in warm: {}",
+            stderr(&output)
+        );
+        assert_eq!(summary["compiled"], 0, "{summary}");
+        summary
+    };
+    let first = push();
+    assert_eq!(first["remote"]["uploaded"], MODULES as u64 + 2, "{first}");
+    assert_eq!(first["remote"]["present"], 0, "{first}");
+    let second = push();
+    assert_eq!(second["remote"]["uploaded"], 0, "{second}");
+    assert_eq!(second["remote"]["present"], MODULES as u64 + 2, "{second}");
+    assert_eq!(second["remote"]["requests"], MODULES as u64 + 2, "{second}");
+    let heads = nginx
+        .requests()
+        .iter()
+        .filter(|(method, _, status)| method == "HEAD" && *status == 200)
+        .count();
+    assert_eq!(heads, MODULES + 2);
+
+    let (other, output) = materialize(&env, &python, "two", &nginx.url(), &[], &tree);
+    assert_eq!(code(&output), 1, "{}", stderr(&output));
+    assert_eq!(other["compiled"], 0, "{other}");
+
+    for args in [
+        vec!["push"],
+        vec!["--remote", &nginx.url(), "--remote-read-only", "push"],
+    ] {
+        let output = env.rcache(&python, &args).arg(&tree).output().unwrap();
+        assert_eq!(code(&output), 2, "{args:?}: {}", stderr(&output));
+    }
+    covered("remote::push_seeds_a_remote_from_a_warm_store", &[python]);
+}
