@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""End-to-end benchmark: `rcache warm` against `python -m compileall`, and
-the import time of `rcache exec` against plain `python`.
+"""End-to-end benchmark: `rcache warm` against `python -m compileall`, the
+import time of `rcache exec` against plain `python`, and materializing from a
+remote cache.
 
 Both tools compile the same corpus of real code, side by side in one run, so
 the baseline is always measured on the same machine, interpreter and tree:
@@ -29,6 +30,9 @@ Corpora (each is copied to a temporary tree without any __pycache__):
             ~/.cache/rcache-bench/ so reruns do not reinstall it
   exec      import time under `rcache exec` on the site-packages of the
             "packages" virtualenv (see below)
+  remote    the standard library materialized into a fresh copy and an
+            empty store from a warm remote (nginx WebDAV, redis) on
+            loopback; see remote.py
   all       all of the above, one table each
 
 Every step runs --runs times; the table gives the median and the minimum wall
@@ -71,7 +75,7 @@ or where (PYTHONDONTWRITEBYTECODE, PYTHONPYCACHEPREFIX, SOURCE_DATE_EPOCH, ...).
 
 Usage:
   python3 scripts/bench/bench.py [--rcache PATH] [--python PY] [--runs N]
-                                 [--corpus stdlib|packages|exec|all]
+                                 [--corpus stdlib|packages|exec|remote|all]
                                  [--json-out FILE]
 
 Standard library only. Exit status: 0 when every step behaved as specified,
@@ -96,6 +100,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# remote.py (the `remote` corpus) imports this module as `bench`: run as a
+# script, it must find this very module, not load a second copy.
+sys.modules.setdefault("bench", sys.modules[__name__])
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RCACHE = REPO_ROOT / "target" / "release" / "rcache"
@@ -127,6 +135,7 @@ SCRUBBED_ENV = (
 )
 
 BASELINE = "compileall -j0 cold"
+CORPORA = ("stdlib", "packages", "exec", "remote")
 # rcache never trusts its record of a source changed less than this many
 # seconds before it was read (src/source.rs, RACY_MARGIN).
 RACY_MARGIN = 0.1
@@ -381,12 +390,13 @@ class CorpusResult:
 class Bench:
     """Runs every step on one corpus, `runs` times, and checks rcache's output."""
 
-    def __init__(self, rcache: Path, python: Interpreter, workdir: Path, workers: int):
+    def __init__(self, rcache: Path, python: Interpreter, workdir: Path, workers: int,
+                 trash: Trash | None = None):
         self.rcache = rcache
         self.python = python
         self.workdir = workdir
         self.workers = workers
-        self.trash = Trash(workdir)
+        self.trash = trash or Trash(workdir)
 
     def compileall(self, tree: Path, jobs: int) -> Timed:
         # compileall exits 1 when some file does not compile (the stdlib has
@@ -397,9 +407,11 @@ class Bench:
         )
 
     def rcache_run(self, store: Path, tree: Path, jobs: int,
-                   subcommand: str = "warm") -> tuple[Timed, dict]:
+                   subcommand: str = "warm",
+                   remote: str | None = None) -> tuple[Timed, dict]:
         command = [
             str(self.rcache), "--store", str(store), "--python", self.python.path,
+            *(["--remote", remote] if remote else []),
             "--json", "-j", str(jobs), subcommand, str(tree),
         ]
         run = timed_run(command, ok_codes=(0, 1))
@@ -457,10 +469,12 @@ class Bench:
         return result
 
     def rcache_step(self, result: CorpusResult, step: str, store: Path, jobs: int,
-                    subcommand: str = "warm", tree: Path | None = None):
+                    subcommand: str = "warm", tree: Path | None = None,
+                    remote: str | None = None):
         if "cold" in step and store.exists():
             raise BenchError(f"store {store} should not exist before a cold run")
-        run, report = self.rcache_run(store, tree or result.corpus.tree, jobs, subcommand)
+        run, report = self.rcache_run(store, tree or result.corpus.tree, jobs, subcommand,
+                                      remote)
         result.record(step, run.seconds)
         result.rcache_reports[step] = report
         self.check_report(result, step, run, report)
@@ -941,7 +955,8 @@ def exec_json(result: ExecResult) -> dict:
 
 
 def json_document(results: list[CorpusResult], exec_result: ExecResult | None,
-                  python: Interpreter, rcache: Path, workers: int, runs: int) -> dict:
+                  remote_result: remote.RemoteResult | None, python: Interpreter,
+                  rcache: Path, workers: int, runs: int) -> dict:
     return {
         "python": {"path": python.path, "version": python.version_str},
         "rcache": str(rcache),
@@ -963,8 +978,12 @@ def json_document(results: list[CorpusResult], exec_result: ExecResult | None,
             for r in results
         ],
         "exec": exec_json(exec_result) if exec_result else None,
+        "remote": remote.json_entry(remote_result) if remote_result else None,
     }
 
+
+# The `remote` corpus lives in remote.py, built on the definitions above.
+import remote  # noqa: E402
 
 # --------------------------------------------------------------------------
 # Entry point
@@ -983,7 +1002,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3,
                         help="runs of each step (default: %(default)s; at "
                              f"least {EXEC_MIN_RUNS} for the exec corpus)")
-    parser.add_argument("--corpus", choices=("stdlib", "packages", "exec", "all"),
+    parser.add_argument("--corpus", choices=(*CORPORA, "all"),
                         default="stdlib", help="what to compile (default: %(default)s)")
     parser.add_argument("--json-out", type=Path,
                         help="also write the raw numbers to this JSON file")
@@ -1002,11 +1021,12 @@ def main(argv: list[str] | None = None) -> int:
             "`cargo build --release` or pass --rcache PATH")
     python = resolve_interpreter(args.python)
     workers = os.cpu_count() or 1
-    names = ("stdlib", "packages", "exec") if args.corpus == "all" else (args.corpus,)
+    names = CORPORA if args.corpus == "all" else (args.corpus,)
     builders = {"stdlib": stdlib_corpus, "packages": packages_corpus}
 
     results = []
     exec_result = None
+    remote_result = None
     with tempfile.TemporaryDirectory(prefix="rcache-bench-") as tmp:
         workdir = Path(tmp)
         bench = Bench(rcache, python, workdir, workers)
@@ -1014,6 +1034,15 @@ def main(argv: list[str] | None = None) -> int:
             if name == "exec":
                 exec_bench = ExecBench(rcache, python, workdir, workers, bench.trash)
                 exec_result = exec_bench.run(site_packages(python), args.runs)
+                continue
+            if name == "remote":
+                corpus = stdlib_corpus(python, workdir)
+                print(f"corpus remote: {corpus.files} .py files, {corpus.bytes} bytes, "
+                      f"copied from {corpus.origin}", file=sys.stderr)
+                remote_bench = remote.RemoteBench(rcache, python, workdir, workers,
+                                                  bench.trash)
+                remote_result = remote_bench.run(corpus, args.runs)
+                bench.trash.discard(corpus.tree)
                 continue
             corpus = builders[name](python, workdir)
             print(f"corpus {name}: {corpus.files} .py files, {corpus.bytes} bytes, "
@@ -1027,14 +1056,19 @@ def main(argv: list[str] | None = None) -> int:
     if exec_result:
         print(exec_markdown_table(exec_result, python))
         print()
+    if remote_result:
+        print(remote.markdown_table(remote_result, python, workers, args.runs))
+        print()
     if args.json_out:
-        document = json_document(results, exec_result, python, rcache, workers,
-                                 args.runs)
+        document = json_document(results, exec_result, remote_result, python, rcache,
+                                 workers, args.runs)
         args.json_out.write_text(json.dumps(document, indent=2) + "\n")
 
     problems = [f"[{r.corpus.name}] {p}" for r in results for p in r.problems]
     if exec_result:
         problems += [f"[exec] {p}" for p in exec_result.problems]
+    if remote_result:
+        problems += [f"[remote] {p}" for p in remote_result.problems]
     if problems:
         print("rcache did not behave as specified:", file=sys.stderr)
         for problem in problems:
