@@ -153,32 +153,14 @@ fn compiled(log: &str) -> usize {
 /// that does not keep them might (and BuildKit's `rewrite-timestamp` does).
 fn touch_all(dir: &Path, when: SystemTime) -> usize {
     let mut count = 0;
-    for entry in walkdir(dir) {
-        if entry.is_file() {
+    for entry in crate::support::walk(dir) {
+        if std::fs::symlink_metadata(&entry).unwrap().is_file() {
             let file = std::fs::File::options().write(true).open(&entry).unwrap();
             file.set_modified(when).unwrap();
             count += 1;
         }
     }
     count
-}
-
-fn walkdir(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let entry = entry.unwrap();
-            let kind = entry.file_type().unwrap();
-            if kind.is_dir() {
-                stack.push(entry.path());
-            }
-            if !kind.is_symlink() {
-                found.push(entry.path());
-            }
-        }
-    }
-    found
 }
 
 /// A date no build ran at: 2001-09-09.
@@ -279,7 +261,7 @@ fn check_materialized_image(python: &Python, image: &Image) {
 /// --tmpfs /tmp`: `rcache exec` serves every module from the image's store,
 /// and nothing but rcache's private directory in /tmp is written.
 fn check_read_only_image(setup: &Setup, image: &Image) {
-    let pycache: Vec<PathBuf> = walkdir(&image.host_path("/app").unwrap())
+    let pycache: Vec<PathBuf> = crate::support::walk(&image.host_path("/app").unwrap())
         .into_iter()
         .filter(|path| path.ends_with("__pycache__"))
         .collect();
@@ -307,7 +289,7 @@ fn check_read_only_image(setup: &Setup, image: &Image) {
     // The server, left behind, logs what it served when the program ends.
     let runtime = tmp.join(format!("rcache-{}", crate::support::NOBODY));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while walkdir(&runtime)
+    while crate::support::walk(&runtime)
         .iter()
         .any(|path| path.extension().is_some_and(|e| e == "sock"))
     {
@@ -317,24 +299,17 @@ fn check_read_only_image(setup: &Setup, image: &Image) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let log = walkdir(&runtime)
+    let log = crate::support::walk(&runtime)
         .into_iter()
         .find(|path| path.extension().is_some_and(|e| e == "log"))
         .map(|path| std::fs::read_to_string(path).unwrap())
         .expect("the server's log");
-    let served = log
-        .lines()
-        .find_map(|line| line.split_once("served ").map(|(_, rest)| rest.to_owned()))
-        .unwrap_or_else(|| panic!("no `served` line in the log:\n{log}"));
-    let numbers: Vec<usize> = served
-        .split(' ')
-        .filter_map(|word| word.parse().ok())
-        .collect();
+    let numbers = crate::support::served_counts(&log);
     assert!(
         numbers.len() >= 2 && numbers[0] == numbers[1] && numbers[0] >= 6,
-        "every module served from the store (the app, tinyhelper, json): {served}"
+        "every module served from the store (the app, tinyhelper, json): {numbers:?}"
     );
-    let written: Vec<PathBuf> = walkdir(&tmp)
+    let written: Vec<PathBuf> = crate::support::walk(&tmp)
         .into_iter()
         .filter(|path| !path.starts_with(&runtime))
         .collect();

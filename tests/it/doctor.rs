@@ -282,25 +282,21 @@ fn check_options(env: &TestEnv, python: &Python, tree: &Path) {
 
 /// Files, sizes, modification times and contents under `dir`.
 fn contents(dir: &Path) -> BTreeMap<PathBuf, (std::time::SystemTime, Vec<u8>)> {
-    let mut listing = BTreeMap::new();
     if !dir.exists() {
-        return listing;
+        return BTreeMap::new();
     }
-    let mut stack = vec![dir.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
+    crate::support::walk(dir)
+        .into_iter()
+        .map(|path| {
             let metadata = std::fs::symlink_metadata(&path).unwrap();
             let bytes = if metadata.is_dir() {
-                stack.push(path.clone());
                 Vec::new()
             } else {
                 std::fs::read(&path).unwrap()
             };
-            listing.insert(path, (metadata.modified().unwrap(), bytes));
-        }
-    }
-    listing
+            (path, (metadata.modified().unwrap(), bytes))
+        })
+        .collect()
 }
 
 /// The store's hit rate after warming part of a tree, a store that does not

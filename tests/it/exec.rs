@@ -295,29 +295,20 @@ fn every_module_and_the_script_are_served_on_the_next_run_of_any_checkout() {
             python.label()
         );
         // Even without PYTHONDONTWRITEBYTECODE (the environment is clean).
-        let pycache: Vec<_> = [walk(&exec.project()), walk(&other)]
-            .concat()
-            .into_iter()
-            .filter(|path| path.ends_with("__pycache__"))
-            .collect();
+        let pycache: Vec<_> = [
+            crate::support::walk(&exec.project()),
+            crate::support::walk(&other),
+        ]
+        .concat()
+        .into_iter()
+        .filter(|path| path.ends_with("__pycache__"))
+        .collect();
         assert!(pycache.is_empty(), "pycs written: {pycache:?}");
     }
     covered(
         "exec::every_module_and_the_script_are_served_on_the_next_run_of_any_checkout",
         pythons(),
     );
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(walk(&path));
-            found.push(path);
-        }
-    }
-    found
 }
 
 #[test]
@@ -840,7 +831,7 @@ fn a_read_only_tree_is_served_and_nothing_is_written_to_it() {
         .arg("stats");
     let (hits, _) = lookups_by(&mut crate::support::unprivileged(&stats));
     assert!(hits >= 3, "the second run was served: {hits} hits");
-    let pycache: Vec<_> = walk(&exec.project())
+    let pycache: Vec<_> = crate::support::walk(&exec.project())
         .into_iter()
         .filter(|path| path.ends_with("__pycache__"))
         .collect();

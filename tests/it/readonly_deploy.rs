@@ -92,13 +92,7 @@ fn the_read_only_deployment_example_serves_every_module_and_writes_nothing() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    let served: Vec<usize> = log
-        .lines()
-        .find_map(|line| line.split_once("served ").map(|(_, rest)| rest.to_owned()))
-        .unwrap()
-        .split(' ')
-        .filter_map(|word| word.parse().ok())
-        .collect();
+    let served = crate::support::served_counts(&log);
     assert!(
         served.len() >= 2 && served[0] == served[1] && served[0] >= 4,
         "every module (app, app.greeting, json…) served from the store: {log}"

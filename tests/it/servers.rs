@@ -38,6 +38,32 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Starts a server with `spawn(port)` on a free port and waits until
+/// `ready(port, pid)`; tries another port when the first was taken in the
+/// meantime (the server's `log` then says so).
+fn on_a_free_port(
+    what: &str,
+    log: &Path,
+    mut spawn: impl FnMut(u16) -> Child,
+    ready: impl Fn(u16, u32) -> bool,
+) -> (u16, Child) {
+    for attempt in 1..=PORT_ATTEMPTS {
+        let port = free_port();
+        let mut child = spawn(port);
+        let pid = child.id();
+        if wait_until(&mut child, || ready(port, pid)) {
+            return (port, child);
+        }
+        kill(&mut Some(child));
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(
+            attempt < PORT_ATTEMPTS && text.contains("Address already in use"),
+            "{what} did not start on port {port}:\n{text}"
+        );
+    }
+    unreachable!("the last attempt returns or panics")
+}
+
 /// Polls `ready` every 20 ms until it holds, `child` exits, or
 /// [`READY_TIMEOUT`] passes; true when `ready` held with `child` running.
 fn wait_until(child: &mut Child, mut ready: impl FnMut() -> bool) -> bool {
@@ -158,13 +184,12 @@ impl Nginx {
             ),
             None => ";".to_owned(),
         };
-        for attempt in 1..=PORT_ATTEMPTS {
-            let port = free_port();
+        let pid_file = dir.path().join("nginx.pid");
+        let spawn = |port| {
             let config = dir.path().join("nginx.conf");
             std::fs::write(&config, nginx_config(dir.path(), port, &listen, location)).unwrap();
-            let pid_file = dir.path().join("nginx.pid");
             let _ = std::fs::remove_file(&pid_file);
-            let mut child = Command::new(nginx_binary())
+            Command::new(nginx_binary())
                 .arg("-p")
                 .arg(dir.path())
                 .arg("-c")
@@ -175,31 +200,22 @@ impl Nginx {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("start nginx (Debian package nginx-light)");
-            // nginx writes its pid file once its sockets are bound, so a
-            // connection then reaches this nginx, not a port thief.
-            let pid = child.id().to_string();
-            let ready = wait_until(&mut child, || {
-                std::fs::read_to_string(&pid_file).is_ok_and(|text| text.trim() == pid)
-                    && answers(port)
-            });
-            if ready {
-                return Nginx {
-                    dir,
-                    port,
-                    base,
-                    scheme: if tls.is_some() { "https" } else { "http" },
-                    child: Some(child),
-                };
-            }
-            kill(&mut Some(child));
-            let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
-            assert!(
-                attempt < PORT_ATTEMPTS && log.contains("Address already in use"),
-                "nginx did not start on port {port}:\n{log}"
-            );
+                .expect("start nginx (Debian package nginx-light)")
+        };
+        // nginx writes its pid file once its sockets are bound, so a
+        // connection then reaches this nginx, not a port thief.
+        let ready = |port, pid: u32| {
+            std::fs::read_to_string(&pid_file).is_ok_and(|text| text.trim() == pid.to_string())
+                && answers(port)
+        };
+        let (port, child) = on_a_free_port("nginx", &dir.path().join("error.log"), spawn, ready);
+        Nginx {
+            dir,
+            port,
+            base,
+            scheme: if tls.is_some() { "https" } else { "http" },
+            child: Some(child),
         }
-        unreachable!("the last attempt returns or panics")
     }
 
     /// The remote URL to give rcache: `http://127.0.0.1:PORT/cache`.
@@ -309,9 +325,8 @@ impl Redis {
     /// Starts redis-server and waits until it answers `PING`.
     pub fn start() -> Redis {
         let dir = tempfile::tempdir().expect("redis temp dir");
-        for attempt in 1..=PORT_ATTEMPTS {
-            let port = free_port();
-            let mut child = Command::new("redis-server")
+        let spawn = |port: u16| {
+            Command::new("redis-server")
                 .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
                 .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
                 .arg("--dir")
@@ -322,29 +337,22 @@ impl Redis {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("start redis-server (Debian package redis-server)");
-            // The working dir tells this redis from one that took the port.
-            let cwd = std::fs::canonicalize(dir.path()).unwrap();
-            let dir_reply = format!("dir\n{}\n", cwd.display());
-            let ready = wait_until(&mut child, || {
-                redis_cli(port, &["ping"]) == "PONG\n"
-                    && redis_cli(port, &["config", "get", "dir"]) == dir_reply
-            });
-            if ready {
-                return Redis {
-                    _dir: dir,
-                    port,
-                    child: Some(child),
-                };
-            }
-            kill(&mut Some(child));
-            let log = std::fs::read_to_string(dir.path().join("redis.log")).unwrap_or_default();
-            assert!(
-                attempt < PORT_ATTEMPTS && log.contains("Address already in use"),
-                "redis-server did not start on port {port}:\n{log}"
-            );
+                .expect("start redis-server (Debian package redis-server)")
+        };
+        // The working dir tells this redis from one that took the port.
+        let cwd = std::fs::canonicalize(dir.path()).unwrap();
+        let dir_reply = format!("dir\n{}\n", cwd.display());
+        let ready = |port, _pid| {
+            redis_cli(port, &["ping"]) == "PONG\n"
+                && redis_cli(port, &["config", "get", "dir"]) == dir_reply
+        };
+        let log = dir.path().join("redis.log");
+        let (port, child) = on_a_free_port("redis-server", &log, spawn, ready);
+        Redis {
+            _dir: dir,
+            port,
+            child: Some(child),
         }
-        unreachable!("the last attempt returns or panics")
     }
 
     /// The remote URL to give rcache: `redis://127.0.0.1:PORT`.

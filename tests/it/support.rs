@@ -328,21 +328,44 @@ pub fn stdlib_dir(python: &Python) -> PathBuf {
     PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }
 
-/// Every pyc under `tree`, by path, with its bytes.
-pub fn pycs(tree: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut found = BTreeMap::new();
-    let mut dirs = vec![tree.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
+/// Every entry under `dir` (files, directories, symlinks, never followed),
+/// sorted.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|ext| ext == "pyc") {
-                found.insert(path.clone(), std::fs::read(&path).unwrap());
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
             }
+            found.push(entry.path());
         }
     }
+    found.sort();
     found
+}
+
+/// Every pyc under `tree`, by path, with its bytes.
+pub fn pycs(tree: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    walk(tree)
+        .into_iter()
+        .filter(|path| path.extension().is_some_and(|ext| ext == "pyc"))
+        .map(|path| {
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect()
+}
+
+/// The numbers of an `rcache exec` server's `served N of M ...` log line.
+pub fn served_counts(log: &str) -> Vec<usize> {
+    log.lines()
+        .find_map(|line| line.split_once("served ").map(|(_, rest)| rest))
+        .unwrap_or_else(|| panic!("no `served` line in the log:\n{log}"))
+        .split(' ')
+        .filter_map(|word| word.parse().ok())
+        .collect()
 }
 
 /// A small module of its own for each `index`.
@@ -454,41 +477,27 @@ fn test_cache() -> PathBuf {
         .join("rcache-tests")
 }
 
-/// Every `.py` file under `dir`, sorted, skipping `__pycache__`.
+/// Every `.py` file under `dir` (not symlinks), sorted.
 pub fn py_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let entry = entry.unwrap();
-            let kind = entry.file_type().unwrap();
-            if kind.is_dir() && entry.file_name() != "__pycache__" {
-                stack.push(entry.path());
-            } else if kind.is_file() && entry.path().extension().is_some_and(|e| e == "py") {
-                files.push(entry.path());
-            }
-        }
-    }
-    files.sort();
-    files
+    walk(dir)
+        .into_iter()
+        .filter(|path| {
+            path.extension().is_some_and(|ext| ext == "py")
+                && std::fs::symlink_metadata(path).unwrap().is_file()
+        })
+        .collect()
 }
 
 /// A listing of everything under `dir` (path, size, mtime), to prove a run
 /// wrote nothing beside the sources.
 pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
-    let mut listing = BTreeMap::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let entry = entry.unwrap();
-            let metadata = std::fs::symlink_metadata(entry.path()).unwrap();
-            if metadata.is_dir() {
-                stack.push(entry.path());
-            }
-            listing.insert(entry.path(), (metadata.len(), metadata.modified().unwrap()));
-        }
-    }
-    listing
+    walk(dir)
+        .into_iter()
+        .map(|path| {
+            let metadata = std::fs::symlink_metadata(&path).unwrap();
+            (path, (metadata.len(), metadata.modified().unwrap()))
+        })
+        .collect()
 }
 
 impl Python {

@@ -460,9 +460,11 @@ fn hash_files(workspace: &Path, patterns: &[String]) -> String {
         );
     }
     let (include, exclude) = (include.build().unwrap(), exclude.build().unwrap());
-    let mut files: Vec<PathBuf> = walk_files(workspace)
+    let mut files: Vec<PathBuf> = crate::support::walk(workspace)
         .into_iter()
+        .filter(|path| std::fs::symlink_metadata(path).unwrap().is_file())
         .filter_map(|path| path.strip_prefix(workspace).ok().map(Path::to_owned))
+        .filter(|relative| !relative.starts_with(".git"))
         .filter(|relative| include.is_match(relative) && !exclude.is_match(relative))
         .collect();
     if files.is_empty() {
@@ -474,18 +476,4 @@ fn hash_files(workspace: &Path, patterns: &[String]) -> String {
         hasher.update(blake3::hash(&std::fs::read(workspace.join(file)).unwrap()).as_bytes());
     }
     hasher.finalize().to_hex().to_string()
-}
-
-fn walk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let kind = entry.file_type().unwrap();
-        if kind.is_dir() && entry.file_name() != ".git" {
-            files.extend(walk_files(&entry.path()));
-        } else if kind.is_file() {
-            files.push(entry.path());
-        }
-    }
-    files
 }
