@@ -17,6 +17,10 @@ use crate::store::StoredFailure;
 pub struct Summary {
     /// Sources seen.
     pub files: u64,
+    /// Paths walked to sources that another path in `files` also reaches
+    /// (a virtualenv's `lib64` is its `lib`): beside the sources they share
+    /// its pycs, so they are left out (under a pycache prefix none are).
+    pub aliases: u64,
     /// (file, level) pairs answered from the store.
     pub hits: u64,
     /// Of `hits`, those fetched from a remote cache.

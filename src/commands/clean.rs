@@ -18,7 +18,8 @@ pub fn clean(global: &GlobalConfig, config: &CleanConfig) -> anyhow::Result<Exit
     let (interpreter, _) = super::select_interpreter(global, &mut store)?;
     let tag = &interpreter.profile.cache_tag;
     let found = scan::scan(&config.paths, &global.cwd, &config.scan);
-    let walked = found.files.iter().map(PathBuf::as_path).collect();
+    let files = found.pyc_sources(config.prefix.as_deref());
+    let walked = files.iter().map(PathBuf::as_path).collect();
     let sweeper = Sweeper {
         cache_tag: tag,
         sweep: Sweep::All,
@@ -38,7 +39,8 @@ pub fn clean(global: &GlobalConfig, config: &CleanConfig) -> anyhow::Result<Exit
         }
     }
     let mut summary = Summary {
-        files: found.files.len() as u64,
+        files: files.len() as u64,
+        aliases: found.aliases_left_out(config.prefix.as_deref()),
         removed: Some(removed.removed),
         failures: removed.failures,
         ..Summary::default()

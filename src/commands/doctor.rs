@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::config::{DoctorConfig, GlobalConfig, Verbosity};
-use crate::doctor::report::{Python, Report, Suggested};
+use crate::doctor::report::{DirAlias, Python, Report, Suggested};
 use crate::doctor::store_report::StoreReport;
 use crate::doctor::unused::Finder;
 use crate::doctor::verdict::Judge;
@@ -21,13 +21,13 @@ pub fn doctor(global: &GlobalConfig, config: &DoctorConfig) -> anyhow::Result<Ex
     let interpreter = super::find_interpreter(global, store.as_deref())?.interpreter;
     let profile = &interpreter.profile;
     let found = scan::scan(&config.paths, &global.cwd, &config.scan);
+    let files = found.pyc_sources(config.prefix.as_deref());
     let judge = Judge {
         profile,
         check: config.check_hash_based_pycs,
         prefix: config.prefix.as_deref(),
     };
-    let work: Vec<(&Path, u8)> = found
-        .files
+    let work: Vec<(&Path, u8)> = files
         .iter()
         .flat_map(|file| {
             global
@@ -37,7 +37,7 @@ pub fn doctor(global: &GlobalConfig, config: &DoctorConfig) -> anyhow::Result<Ex
         })
         .collect();
     let mut verdicts = Vec::with_capacity(work.len());
-    let mut failures: Vec<Failure> = found.errors.into_iter().map(Failure::from).collect();
+    let mut failures: Vec<Failure> = found.errors.iter().cloned().map(Failure::from).collect();
     let mut failed_sources = HashSet::new();
     for result in parallel::map(&work, global.jobs, |&(source, level)| {
         judge.judge(source, level)
@@ -55,7 +55,7 @@ pub fn doctor(global: &GlobalConfig, config: &DoctorConfig) -> anyhow::Result<Ex
     if let Some(store) = &store {
         store_report.read(store, profile, &global.levels, global.jobs, &mut verdicts);
     }
-    let walked: HashSet<&Path> = found.files.iter().map(PathBuf::as_path).collect();
+    let walked: HashSet<&Path> = files.iter().map(PathBuf::as_path).collect();
     let unused = Finder {
         cache_tag: &profile.cache_tag,
         magic: profile.magic,
@@ -63,7 +63,7 @@ pub fn doctor(global: &GlobalConfig, config: &DoctorConfig) -> anyhow::Result<Ex
         walked: &walked,
         prefix: config.prefix.as_deref(),
     }
-    .find(&found.dirs);
+    .find(&found.pyc_dirs(config.prefix.as_deref()));
     if interrupt::requested() {
         return Ok(ExitStatus::Interrupted);
     }
@@ -76,7 +76,8 @@ pub fn doctor(global: &GlobalConfig, config: &DoctorConfig) -> anyhow::Result<Ex
         levels: global.levels.clone(),
         prefix: config.prefix.as_deref().map(crate::doctor::shown),
         check_hash_based_pycs: config.check_hash_based_pycs.as_str(),
-        files: found.files.len() as u64,
+        files: files.len() as u64,
+        aliases: DirAlias::of(&found),
         counts: Report::count(&verdicts),
         sources: verdicts,
         unused: unused.unused,

@@ -18,7 +18,12 @@ pub fn materialize(
 ) -> anyhow::Result<ExitStatus> {
     let start = std::time::Instant::now();
     let remote = Remote::connect(&global.remote)?;
-    let mut filled = fill_store(global, &config.walk, remote.as_ref())?;
+    let mut filled = fill_store(
+        global,
+        &config.walk,
+        config.write.prefix.as_deref(),
+        remote.as_ref(),
+    )?;
     tracing::debug!("store filled by {:.1?}", start.elapsed());
     let mut written = write_pycs(
         &filled.store,
@@ -120,7 +125,7 @@ fn recompile_corrupt(
     let mut walk = config.walk.clone();
     walk.paths = corrupt.into_iter().map(|(path, _, _)| path).collect();
     walk.paths.dedup();
-    let again = fill_store(global, &walk, remote)?;
+    let again = fill_store(global, &walk, config.write.prefix.as_deref(), remote)?;
     let rewritten = write_pycs(
         &again.store,
         &again.interpreter.profile,

@@ -25,7 +25,7 @@ pub fn push(global: &GlobalConfig, config: &WalkConfig) -> anyhow::Result<ExitSt
             "`rcache push` needs a remote: pass `--remote URL` (or set RCACHE_REMOTE, or `remote` in [tool.rcache])"
         );
     };
-    let mut filled = fill_store(global, config, Some(&remote))?;
+    let mut filled = fill_store(global, config, None, Some(&remote))?;
     let objects = objects(&filled, &global.levels)?;
     tracing::debug!("{} objects to check on the remotes", objects.len());
     let reporter: Box<dyn Reporter> = if global.json || global.verbosity != Verbosity::Normal {

@@ -2,6 +2,7 @@
 //! Its steps are shared with `materialize`.
 
 use std::io::Write;
+use std::path::Path;
 
 use crate::compile::PoolOptions;
 use crate::config::{GlobalConfig, Verbosity, WalkConfig};
@@ -16,7 +17,7 @@ use crate::store::Store;
 
 pub fn warm(global: &GlobalConfig, config: &WalkConfig) -> anyhow::Result<ExitStatus> {
     let remote = Remote::connect(&global.remote)?;
-    let mut filled = fill_store(global, config, remote.as_ref())?;
+    let mut filled = fill_store(global, config, None, remote.as_ref())?;
     finish_remote(remote, &mut filled)?;
     filled.store.end_run(global.max_size);
     print(global, &filled.outcome.summary, "Warmed")?;
@@ -30,7 +31,7 @@ pub(super) struct Filled {
     /// The interpreter's profile in the store.
     pub profile_id: i64,
     pub outcome: Outcome,
-    /// The source files walked.
+    /// The source paths walked that name distinct pycs.
     pub files: Vec<std::path::PathBuf>,
     /// The `__pycache__` dirs met while walking.
     pub pycache_dirs: Vec<std::path::PathBuf>,
@@ -39,10 +40,13 @@ pub(super) struct Filled {
 }
 
 /// Walks, reads, keys, fetches from `remote` and compiles the misses into
-/// the store: `warm`, and the first half of `materialize`.
+/// the store: `warm`, and the first half of `materialize`, whose pycs go
+/// beside the sources, or under `prefix` (where each path walked to a
+/// source names a pyc of its own).
 pub(super) fn fill_store(
     global: &GlobalConfig,
     config: &WalkConfig,
+    prefix: Option<&Path>,
     remote: Option<&Remote>,
 ) -> anyhow::Result<Filled> {
     let mut store = super::open_store(global, super::StoreUse::Cache)?;
@@ -55,10 +59,12 @@ pub(super) fn fill_store(
     let scan_start = std::time::Instant::now();
     let found = scan::scan(&config.paths, &global.cwd, &config.scan);
     tracing::debug!(
-        "walked {} files in {:.1?}",
+        "walked {} files in {:.1?}, and {} more paths to them",
         found.files.len(),
-        scan_start.elapsed()
+        scan_start.elapsed(),
+        found.aliases.len()
     );
+    let files = found.pyc_sources(prefix);
     if global.verbosity != Verbosity::Quiet {
         warn_about_venvs(&found.venvs, &interpreter.profile)?;
     }
@@ -67,7 +73,7 @@ pub(super) fn fill_store(
     } else {
         Bar::if_terminal()
     };
-    let outcome = Pipeline {
+    let mut outcome = Pipeline {
         store: &mut store,
         profile: &interpreter.profile,
         profile_id,
@@ -80,13 +86,14 @@ pub(super) fn fill_store(
         reporter: reporter.as_ref(),
         remote,
     }
-    .run(&found.files, &found.errors)?;
+    .run(&files, &found.errors)?;
+    outcome.summary.aliases = found.aliases_left_out(prefix);
     Ok(Filled {
         store,
         interpreter,
         profile_id,
         outcome,
-        files: found.files,
+        files,
         pycache_dirs: found.pycache_dirs,
         roots: found.roots,
     })

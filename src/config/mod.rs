@@ -90,7 +90,6 @@ fn scan_options(settings: &Settings, no_ignore: bool, global: &GlobalConfig) -> 
         exclude: settings.exclude.value.clone(),
         exclude_root: settings.exclude_root(),
         no_ignore,
-        record_dirs: false,
         threads: global.jobs.min(8),
     }
 }
@@ -135,10 +134,7 @@ impl DoctorConfig {
     pub fn new(args: &DoctorArgs, settings: &Settings, global: &GlobalConfig) -> Self {
         Self {
             paths: settings.paths.value.clone(),
-            scan: ScanOptions {
-                record_dirs: true,
-                ..scan_options(settings, args.sources.no_ignore, global)
-            },
+            scan: scan_options(settings, args.sources.no_ignore, global),
             prefix: prefix(args.prefix.as_ref(), global),
             check_hash_based_pycs: args.check_hash_based_pycs,
         }

@@ -12,6 +12,7 @@ use super::unused::{SourcelessPyc, Unused, UnusedPyc};
 use super::verdict::{State, Verdict};
 use super::{python_at_level, serialize_path, shown};
 use crate::report::Failure;
+use crate::scan::Scan;
 
 /// Files of each problem class shown without `-v`.
 const SHOWN_PER_CLASS: usize = 5;
@@ -25,6 +26,37 @@ pub struct Python {
     pub cache_tag: String,
 }
 
+/// A directory walked under two paths (`.venv/lib64` and `.venv/lib`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DirAlias {
+    #[serde(serialize_with = "serialize_path")]
+    pub path: PathBuf,
+    /// The path chosen for it: beside the sources, pycs are written once,
+    /// for the sources as reached through this path.
+    #[serde(serialize_with = "serialize_path")]
+    pub chosen: PathBuf,
+    /// Sources walked through `path`.
+    pub sources: u64,
+}
+
+impl DirAlias {
+    /// The highest directory aliases of a scan, with their sources.
+    pub fn of(scan: &Scan) -> Vec<Self> {
+        scan.dir_aliases
+            .iter()
+            .map(|alias| Self {
+                path: alias.path.clone(),
+                chosen: alias.chosen.clone(),
+                sources: scan
+                    .aliases
+                    .iter()
+                    .filter(|source| source.path.starts_with(&alias.path))
+                    .count() as u64,
+            })
+            .collect()
+    }
+}
+
 /// Everything `rcache doctor` found.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -33,8 +65,12 @@ pub struct Report {
     pub levels: Vec<u8>,
     pub prefix: Option<String>,
     pub check_hash_based_pycs: &'static str,
-    /// Sources walked.
+    /// Sources walked: one per pyc (beside the sources, several paths to
+    /// one directory share its pycs; under a prefix each has its own).
     pub files: u64,
+    /// Directories walked under a second path, each with the path whose
+    /// name the pycs carry.
+    pub aliases: Vec<DirAlias>,
     /// (source, level) pairs in each state; every state is present.
     pub counts: BTreeMap<&'static str, u64>,
     /// One verdict per (source, level), by path then level.
@@ -91,11 +127,30 @@ impl Report {
                 .unwrap_or_default()
         );
         let _ = writeln!(out, "sources:  {}", self.files);
+        self.render_aliases(&mut out);
         out.push('\n');
         self.render_states(&mut out, verbose, &suggested.materialize);
         self.render_unused(&mut out, verbose);
         self.render_store(&mut out, suggested);
         out
+    }
+
+    fn render_aliases(&self, out: &mut String) {
+        let shared = if self.prefix.is_some() {
+            "each path has pycs of its own under the prefix"
+        } else {
+            "one pyc each, named for the path chosen"
+        };
+        for alias in &self.aliases {
+            let _ = writeln!(
+                out,
+                "aliases:  `{}` is `{}` ({} source{}; {shared})",
+                self.show(&alias.path),
+                self.show(&alias.chosen),
+                alias.sources,
+                if alias.sources == 1 { "" } else { "s" },
+            );
+        }
     }
 
     fn render_states(&self, out: &mut String, verbose: bool, materialize: &str) {

@@ -8,14 +8,20 @@
 //! `--exclude` globs are gitignore-style, relative to the current directory
 //! (or to the project file that set them). Hidden entries are walked (`.venv`), `.git`
 //! and `__pycache__` are not. Symlinks are followed; a loop is reported
-//! once. A file is known by the path as walked, made absolute lexically.
+//! once. A file is known by the path as walked, made absolute lexically;
+//! where two paths reach one directory, one is chosen (`aliases.rs`).
 
-use std::collections::BTreeSet;
+mod aliases;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
 use ignore::overrides::{Override, OverrideBuilder};
-use ignore::{WalkBuilder, WalkState};
+use ignore::{ParallelVisitor, ParallelVisitorBuilder, WalkBuilder, WalkState};
+
+pub use aliases::Alias;
+use aliases::DirInfo;
 
 /// How to walk.
 #[derive(Debug, Clone, Default)]
@@ -26,10 +32,6 @@ pub struct ScanOptions {
     pub exclude_root: Option<PathBuf>,
     /// Ignore `.gitignore`, `.ignore` and git's excludes (`--no-ignore`).
     pub no_ignore: bool,
-    /// Record every directory walked in [`Scan::dirs`] (`doctor` lists
-    /// them; other commands leave it off, keeping the walk lock-free for
-    /// directories without `__pycache__`).
-    pub record_dirs: bool,
     /// Walker threads.
     pub threads: usize,
 }
@@ -50,33 +52,99 @@ pub struct Venv {
     pub version: String,
 }
 
-/// Everything a scan found, sorted and without duplicates.
+/// Everything a scan found, sorted and without duplicates. Where several
+/// paths reach one directory, only the one chosen for it is in `files`,
+/// `pycache_dirs`, `dirs` and `venvs`.
 #[derive(Debug, Default)]
 pub struct Scan {
+    /// One path per pyc beside the sources.
     pub files: Vec<PathBuf>,
+    /// The other paths walked to those sources (`.venv/lib64/...` for
+    /// `.venv/lib/...`), each with the path chosen for it.
+    pub aliases: Vec<Alias>,
+    /// The highest directories walked under a second path, with the path
+    /// chosen (`.venv/lib64` → `.venv/lib`).
+    pub dir_aliases: Vec<Alias>,
     pub errors: Vec<ScanError>,
     pub venvs: Vec<Venv>,
     /// The `__pycache__` directories met (not walked).
     pub pycache_dirs: Vec<PathBuf>,
     /// The named paths that are directories, absolute.
     pub roots: Vec<PathBuf>,
-    /// Every directory walked, the roots included (only with
-    /// [`ScanOptions::record_dirs`]).
+    /// Every directory walked, the roots included.
     pub dirs: Vec<PathBuf>,
+    /// The directories walked under a second path: the paths not chosen.
+    other_dirs: Vec<PathBuf>,
 }
 
+impl Scan {
+    /// Every source path walked, aliases included, sorted: under a pycache
+    /// prefix each names a pyc of its own (`PREFIX/.venv/lib64/...` and
+    /// `PREFIX/.venv/lib/...`), and CPython reads the one it imports by.
+    pub fn every_path(&self) -> Vec<PathBuf> {
+        let mut paths = self.files.clone();
+        paths.extend(self.aliases.iter().map(|alias| alias.path.clone()));
+        paths.sort_unstable();
+        paths
+    }
+
+    /// The source paths that name distinct pycs: [`Self::files`] beside
+    /// the sources, [`Self::every_path`] under a pycache prefix.
+    pub fn pyc_sources(&self, prefix: Option<&Path>) -> Vec<PathBuf> {
+        match prefix {
+            None => self.files.clone(),
+            Some(_) => self.every_path(),
+        }
+    }
+
+    /// How many paths [`Self::pyc_sources`] leaves out: the aliases, beside
+    /// the sources; none under a prefix.
+    pub fn aliases_left_out(&self, prefix: Option<&Path>) -> u64 {
+        match prefix {
+            None => self.aliases.len() as u64,
+            Some(_) => 0,
+        }
+    }
+
+    /// The walked directories whose pycs are distinct: [`Self::dirs`]
+    /// beside the sources, every path walked under a pycache prefix.
+    pub fn pyc_dirs(&self, prefix: Option<&Path>) -> Vec<PathBuf> {
+        let mut dirs = self.dirs.clone();
+        if prefix.is_some() {
+            dirs.extend(self.other_dirs.iter().cloned());
+            dirs.sort_unstable();
+        }
+        dirs
+    }
+}
+
+/// What the walk met, before aliases are settled.
 #[derive(Default)]
 struct Found {
     files: BTreeSet<PathBuf>,
     errors: Vec<ScanError>,
     venvs: BTreeSet<Venv>,
-    pycache_dirs: BTreeSet<PathBuf>,
-    dirs: BTreeSet<PathBuf>,
+    dirs: BTreeMap<PathBuf, DirInfo>,
+}
+
+impl Found {
+    fn merge(&mut self, other: Found) {
+        self.files.extend(other.files);
+        self.errors.extend(other.errors);
+        self.venvs.extend(other.venvs);
+        for (dir, info) in other.dirs {
+            self.dirs
+                .entry(dir)
+                .and_modify(|seen| seen.walked |= info.walked)
+                .or_insert(info);
+        }
+    }
 }
 
 /// Walks `paths` (relative ones are taken from `cwd`).
 pub fn scan(paths: &[PathBuf], cwd: &Path, options: &ScanOptions) -> Scan {
     let found = Mutex::new(Found::default());
+    let mut named_files = Vec::new();
     let mut roots = Vec::new();
     for path in paths {
         let root = absolute(cwd, path);
@@ -85,9 +153,7 @@ pub fn scan(paths: &[PathBuf], cwd: &Path, options: &ScanOptions) -> Scan {
                 walk(&root, cwd, options, &found);
                 roots.push(root);
             }
-            Ok(metadata) if metadata.is_file() => {
-                lock(&found).files.insert(root);
-            }
+            Ok(metadata) if metadata.is_file() => named_files.push(root),
             Ok(_) => lock(&found).errors.push(ScanError {
                 path: root,
                 error_type: "OSError".to_owned(),
@@ -96,19 +162,45 @@ pub fn scan(paths: &[PathBuf], cwd: &Path, options: &ScanOptions) -> Scan {
             Err(err) => lock(&found).errors.push(io_error(root, &err)),
         }
     }
-    let found = found
+    let mut found = found
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for file in named_files {
+        if let Some(dir) = file.parent()
+            && !found.dirs.contains_key(dir)
+            && let Some(info) = DirInfo::look(dir, false)
+        {
+            found.dirs.insert(dir.to_owned(), info);
+        }
+        found.files.insert(file);
+    }
+    let settled = aliases::settle(std::mem::take(&mut found.files), &found.dirs);
     let mut errors = found.errors;
     errors.sort_by(|a, b| a.path.cmp(&b.path));
     errors.dedup_by(|a, b| a.path == b.path);
+    let venvs: BTreeSet<Venv> = found
+        .venvs
+        .into_iter()
+        .map(|venv| Venv {
+            dir: settled.chosen_dir(&venv.dir).to_owned(),
+            version: venv.version,
+        })
+        .collect();
     Scan {
-        files: found.files.into_iter().collect(),
+        other_dirs: settled.other_dirs(),
+        pycache_dirs: settled
+            .dirs
+            .iter()
+            .filter(|(_, info)| info.pycache.is_some())
+            .map(|(dir, _)| dir.join("__pycache__"))
+            .collect(),
+        dirs: settled.dirs.into_iter().map(|(dir, _)| dir).collect(),
+        files: settled.files,
+        aliases: settled.aliases,
+        dir_aliases: settled.dir_aliases,
         errors,
-        venvs: found.venvs.into_iter().collect(),
-        pycache_dirs: found.pycache_dirs.into_iter().collect(),
+        venvs: venvs.into_iter().collect(),
         roots,
-        dirs: found.dirs.into_iter().collect(),
     }
 }
 
@@ -148,16 +240,49 @@ fn walk(root: &Path, cwd: &Path, options: &ScanOptions, found: &Mutex<Found>) {
     ) {
         builder.overrides(overrides);
     }
-    builder.build_parallel().run(|| {
-        Box::new(move |entry| match entry {
-            Ok(entry) => visit(&entry, options.record_dirs, found),
-            Err(err) => {
-                let error = walk_error(root, &err);
-                lock(found).errors.push(error);
-                WalkState::Continue
-            }
+    builder
+        .build_parallel()
+        .visit(&mut Visitors { root, found });
+}
+
+/// Makes one [`Visitor`] per walker thread.
+struct Visitors<'a> {
+    root: &'a Path,
+    found: &'a Mutex<Found>,
+}
+
+impl<'s> ParallelVisitorBuilder<'s> for Visitors<'s> {
+    fn build(&mut self) -> Box<dyn ParallelVisitor + 's> {
+        Box::new(Visitor {
+            root: self.root,
+            found: Found::default(),
+            into: self.found,
         })
-    });
+    }
+}
+
+/// One walker thread's findings, kept apart (no lock per entry) and merged
+/// into `into` when the thread is done.
+struct Visitor<'a> {
+    root: &'a Path,
+    found: Found,
+    into: &'a Mutex<Found>,
+}
+
+impl Drop for Visitor<'_> {
+    fn drop(&mut self) {
+        lock(self.into).merge(std::mem::take(&mut self.found));
+    }
+}
+
+impl ParallelVisitor for Visitor<'_> {
+    fn visit(&mut self, entry: Result<ignore::DirEntry, ignore::Error>) -> WalkState {
+        match entry {
+            Ok(entry) => visit(&entry, &mut self.found),
+            Err(err) => self.found.errors.push(walk_error(self.root, &err)),
+        }
+        WalkState::Continue
+    }
 }
 
 /// The `--exclude` globs (relative to `cwd`) as the walker's overrides;
@@ -178,35 +303,40 @@ pub fn exclusions(exclude: &[String], cwd: &Path) -> Option<Override> {
         .ok()
 }
 
-fn visit(entry: &ignore::DirEntry, record_dirs: bool, found: &Mutex<Found>) -> WalkState {
+fn visit(entry: &ignore::DirEntry, found: &mut Found) {
     let Some(kind) = entry.file_type() else {
-        return WalkState::Continue;
+        return;
     };
     let path = entry.path();
     if kind.is_dir() {
-        // Remembered even when ignore rules hide it (`__pycache__/` is in
-        // most `.gitignore` files): its pycs may have lost their sources.
-        let pycache = path.join("__pycache__");
-        if pycache.is_dir() {
-            lock(found).pycache_dirs.insert(pycache);
+        // A root is looked at whole: whether it is a symlink is not in
+        // its entry.
+        let info = if entry.depth() == 0 {
+            DirInfo::look(path, true)
+        } else {
+            entry
+                .metadata()
+                .ok()
+                .map(|metadata| DirInfo::new(path, &metadata, entry.path_is_symlink(), true))
+        };
+        // Kept even when ignore rules hide its `__pycache__` (in most
+        // `.gitignore` files): its pycs may have lost their sources.
+        if let Some(info) = info {
+            found.dirs.insert(path.to_owned(), info);
         }
-        if record_dirs {
-            lock(found).dirs.insert(path.to_owned());
-        }
-        return WalkState::Continue;
+        return;
     }
     if !kind.is_file() {
-        return WalkState::Continue;
+        return;
     }
     if path.extension().is_some_and(|ext| ext == "py") {
-        lock(found).files.insert(path.to_owned());
+        found.files.insert(path.to_owned());
     } else if path.file_name().is_some_and(|name| name == "pyvenv.cfg")
         && let Some(version) = venv_version(path)
     {
         let dir = path.parent().unwrap_or(path).to_owned();
-        lock(found).venvs.insert(Venv { dir, version });
+        found.venvs.insert(Venv { dir, version });
     }
-    WalkState::Continue
 }
 
 /// The `version` (or uv's `version_info`) a `pyvenv.cfg` records.
