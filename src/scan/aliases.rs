@@ -53,7 +53,9 @@ impl DirInfo {
 
     /// The directory at `path`, looked at now; `None` if it is none.
     pub fn look(path: &Path, walked: bool) -> Option<Self> {
-        let metadata = std::fs::metadata(path).ok().filter(|m| m.is_dir())?;
+        let metadata = std::fs::metadata(path)
+            .ok()
+            .filter(std::fs::Metadata::is_dir)?;
         let symlink = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
         Some(Self::new(path, &metadata, symlink, walked))
     }
@@ -112,13 +114,13 @@ enum PycDir {
 
 /// Settles `files` (walked or named) given `dirs`: every walked directory,
 /// and the directory of every file named on its own.
-pub fn settle(files: BTreeSet<PathBuf>, dirs: &BTreeMap<PathBuf, DirInfo>) -> Settled {
+pub fn settle(files: &BTreeSet<PathBuf>, dirs: &BTreeMap<PathBuf, DirInfo>) -> Settled {
     let symlinks = symlink_counts(dirs);
     let rank = |dir: &Path| symlinks.get(dir).copied().unwrap_or(u32::MAX);
 
     let mut by_pyc: HashMap<(PycDir, &OsStr), Vec<&Path>> = HashMap::new();
     let mut files_chosen = Vec::with_capacity(files.len());
-    for file in &files {
+    for file in files {
         let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
             files_chosen.push(file.clone());
             continue;
@@ -243,7 +245,7 @@ mod tests {
         symlink("z_real", root.join("a_link")).unwrap();
         let dirs = dirs_of(&root, &["", "a_link", "z_real"]);
         let files: BTreeSet<PathBuf> = [root.join("a_link/m.py"), root.join("z_real/m.py")].into();
-        let settled = settle(files, &dirs);
+        let settled = settle(&files, &dirs);
         assert_eq!(settled.files, [root.join("z_real/m.py")]);
         assert_eq!(
             settled.aliases,
@@ -253,7 +255,10 @@ mod tests {
             }]
         );
         assert_eq!(settled.dir_aliases.len(), 1);
-        assert_eq!(settled.chosen_dir(&root.join("a_link")), root.join("z_real"));
+        assert_eq!(
+            settled.chosen_dir(&root.join("a_link")),
+            root.join("z_real")
+        );
         assert_eq!(settled.dirs.len(), 2);
     }
 
@@ -271,7 +276,7 @@ mod tests {
             root.join("two/other.py"),
         ]
         .into();
-        let settled = settle(files, &dirs);
+        let settled = settle(&files, &dirs);
         assert_eq!(
             settled.files,
             [root.join("one/m.py"), root.join("two/other.py")]

@@ -174,7 +174,7 @@ pub fn scan(paths: &[PathBuf], cwd: &Path, options: &ScanOptions) -> Scan {
         }
         found.files.insert(file);
     }
-    let settled = aliases::settle(std::mem::take(&mut found.files), &found.dirs);
+    let settled = aliases::settle(&found.files, &found.dirs);
     let mut errors = found.errors;
     errors.sort_by(|a, b| a.path.cmp(&b.path));
     errors.dedup_by(|a, b| a.path == b.path);

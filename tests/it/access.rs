@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::support::{
-    NOBODY, Python, TestEnv, Tmpfs, any_python, code, copy_tree, covered, run_json, stderr,
+    Mount, NOBODY, Python, TestEnv, any_python, code, copy_tree, covered, run_json, stderr,
     system_python, unprivileged,
 };
 
@@ -249,7 +249,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn a_store_on_a_read_only_mount_serves_hits() {
     let python = any_python();
     let env = TestEnv::new();
-    let Some(mount) = Tmpfs::mount(&env.path().join("mnt"), "8m") else {
+    let Some(mount) = Mount::tmpfs(&env.path().join("mnt"), "8m") else {
         return;
     };
     let store = mount.path().join("rcache/store.sqlite3");
@@ -305,7 +305,7 @@ fn a_store_on_a_read_only_mount_serves_hits() {
 fn a_full_disk_is_a_clear_error_and_loses_nothing() {
     let python = any_python();
     let env = TestEnv::new();
-    let Some(mount) = Tmpfs::mount(&env.path().join("mnt"), "1m") else {
+    let Some(mount) = Mount::tmpfs(&env.path().join("mnt"), "1m") else {
         return;
     };
     let store = mount.path().join("rcache/store.sqlite3");
@@ -359,7 +359,7 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing() {
         .output()
         .unwrap();
     assert_eq!(code(&output), 0, "{}", stderr(&output));
-    let Some(full) = Tmpfs::mount(&env.path().join("full"), "256k") else {
+    let Some(full) = Mount::tmpfs(&env.path().join("full"), "256k") else {
         return;
     };
     let tree = full.path().join("tree");

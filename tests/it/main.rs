@@ -7,6 +7,7 @@
 mod support;
 
 mod access;
+mod aliases;
 mod archive;
 mod ci;
 mod config;

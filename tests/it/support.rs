@@ -664,30 +664,45 @@ pub fn parallel_filter_map<T: Sync, R: Send>(
     results.into_inner().unwrap()
 }
 
-/// A size-limited tmpfs mounted for one test, unmounted when dropped.
-pub struct Tmpfs {
+/// A file system mounted for one test (a size-limited tmpfs, or a bind
+/// mount), unmounted when dropped.
+pub struct Mount {
     path: PathBuf,
 }
 
-impl Tmpfs {
+impl Mount {
     /// Mounts a tmpfs of `size` (`mount -o size=`) at `path`, or says why
     /// it cannot (no privilege to mount here) and returns `None`.
-    pub fn mount(path: &Path, size: &str) -> Option<Self> {
+    pub fn tmpfs(path: &Path, size: &str) -> Option<Self> {
         std::fs::create_dir_all(path).unwrap();
-        let output = Command::new("mount")
-            .args([
+        Self::run_mount(
+            path,
+            &[
                 "-t",
                 "tmpfs",
                 "-o",
                 &format!("size={size},mode=0700"),
                 "tmpfs",
-            ])
+            ],
+        )
+    }
+
+    /// Makes the directory `from` visible at `path` too (`mount --bind`),
+    /// or says why it cannot and returns `None`.
+    pub fn bind(from: &Path, path: &Path) -> Option<Self> {
+        std::fs::create_dir_all(path).unwrap();
+        Self::run_mount(path, &["--bind", from.to_str().unwrap()])
+    }
+
+    fn run_mount(path: &Path, args: &[&str]) -> Option<Self> {
+        let output = Command::new("mount")
+            .args(args)
             .arg(path)
             .output()
             .expect("running mount");
         if !output.status.success() {
             eprintln!(
-                "cannot mount a tmpfs here ({}): skipped",
+                "cannot mount here ({}): skipped",
                 String::from_utf8_lossy(&output.stderr).trim()
             );
             return None;
@@ -712,7 +727,7 @@ impl Tmpfs {
     }
 }
 
-impl Drop for Tmpfs {
+impl Drop for Mount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
