@@ -28,6 +28,10 @@ Corpora (each is copied to a temporary tree without any __pycache__):
   packages  the site-packages of a virtualenv holding a few large pure-Python
             PyPI packages; the virtualenv is cached under
             ~/.cache/rcache-bench/ so reruns do not reinstall it
+  venv      that virtualenv whole, copied with its symlinks: its root, as users
+            name it (`rcache materialize .venv`), with the `lib64 -> lib`
+            link `python -m venv` makes; every pyc is written once, so the
+            no-op writes nothing (checked)
   exec      import time under `rcache exec` on the site-packages of the
             "packages" virtualenv (see below)
   remote    the standard library materialized into a fresh copy and an
@@ -75,7 +79,7 @@ or where (PYTHONDONTWRITEBYTECODE, PYTHONPYCACHEPREFIX, SOURCE_DATE_EPOCH, ...).
 
 Usage:
   python3 scripts/bench/bench.py [--rcache PATH] [--python PY] [--runs N]
-                                 [--corpus stdlib|packages|exec|remote|all]
+                                 [--corpus stdlib|packages|venv|exec|remote|all]
                                  [--json-out FILE]
 
 Standard library only. Exit status: 0 when every step behaved as specified,
@@ -135,7 +139,7 @@ SCRUBBED_ENV = (
 )
 
 BASELINE = "compileall -j0 cold"
-CORPORA = ("stdlib", "packages", "exec", "remote")
+CORPORA = ("stdlib", "packages", "venv", "exec", "remote")
 # rcache never trusts its record of a source changed less than this many
 # seconds before it was read (src/source.rs, RACY_MARGIN).
 RACY_MARGIN = 0.1
@@ -220,10 +224,13 @@ class Corpus:
     tree: Path  # the temporary copy that is benchmarked
     files: int = 0
     bytes: int = 0
+    symlinks: bool = False  # copied as symlinks (a venv's lib64 -> lib)
 
 
-def copy_sources(src: Path, dst: Path, skip_at_top: tuple[str, ...] = ()) -> None:
-    """Copies `src` to `dst` without __pycache__ dirs (nor `skip_at_top`)."""
+def copy_sources(src: Path, dst: Path, skip_at_top: tuple[str, ...] = (),
+                 symlinks: bool = False) -> None:
+    """Copies `src` to `dst` without __pycache__ dirs (nor `skip_at_top`);
+    with `symlinks`, symlinks are copied as symlinks, not followed."""
 
     def ignore(directory: str, names: list[str]) -> set[str]:
         skipped = {"__pycache__"}
@@ -231,7 +238,7 @@ def copy_sources(src: Path, dst: Path, skip_at_top: tuple[str, ...] = ()) -> Non
             skipped.update(skip_at_top)
         return skipped.intersection(names)
 
-    shutil.copytree(src, dst, ignore=ignore)
+    shutil.copytree(src, dst, ignore=ignore, symlinks=symlinks)
 
 
 def count_sources(tree: Path) -> tuple[int, int]:
@@ -246,10 +253,11 @@ def count_sources(tree: Path) -> tuple[int, int]:
     return files, size
 
 
-def make_corpus(name: str, origin: Path, workdir: Path, skip_at_top=()) -> Corpus:
+def make_corpus(name: str, origin: Path, workdir: Path, skip_at_top=(),
+                symlinks: bool = False) -> Corpus:
     tree = workdir / f"corpus-{name}"
-    copy_sources(origin, tree, skip_at_top)
-    corpus = Corpus(name=name, origin=str(origin), tree=tree)
+    copy_sources(origin, tree, skip_at_top, symlinks)
+    corpus = Corpus(name=name, origin=str(origin), tree=tree, symlinks=symlinks)
     corpus.files, corpus.bytes = count_sources(tree)
     if corpus.files == 0:
         raise BenchError(f"no .py files found under {origin}")
@@ -302,6 +310,13 @@ def site_packages(python: Interpreter) -> Path:
 
 def packages_corpus(python: Interpreter, workdir: Path) -> Corpus:
     return make_corpus("packages", site_packages(python), workdir)
+
+
+def venv_corpus(python: Interpreter, workdir: Path) -> Corpus:
+    """The "packages" virtualenv whole, as users name it: its root, with the
+    `lib64 -> lib` link `python -m venv` makes (and pip in it)."""
+    return make_corpus("venv", cached_venv(python), workdir, symlinks=True)
+
 
 
 # --------------------------------------------------------------------------
@@ -449,7 +464,7 @@ class Bench:
             # The store now holds every content: materialize a fresh copy
             # (new files, no pycs), as a new clone or worktree would be.
             fresh = self.workdir / f"fresh-{corpus.name}-{index}"
-            copy_sources(tree, fresh)
+            copy_sources(tree, fresh, symlinks=corpus.symlinks)
             copied = time.monotonic()
             self.rcache_step(result, "rcache materialize, warm store", store,
                              self.workers, "materialize", tree=fresh)
@@ -850,6 +865,12 @@ def markdown_table(result: CorpusResult, python: Interpreter, workers: int,
         f"workers_started {rewarm.get('workers_started')}.",
         f"compileall could not compile {result.compileall_failures} files.",
     ]
+    if cold.get("aliases"):
+        lines.append(
+            f"rcache also walked {cold['aliases']} paths to those files through "
+            f"the venv's `lib64 -> lib` and wrote each pyc once, for `lib/`; "
+            f"compileall never follows a directory symlink."
+        )
     return "\n".join(lines)
 
 
@@ -1022,7 +1043,8 @@ def main(argv: list[str] | None = None) -> int:
     python = resolve_interpreter(args.python)
     workers = os.cpu_count() or 1
     names = CORPORA if args.corpus == "all" else (args.corpus,)
-    builders = {"stdlib": stdlib_corpus, "packages": packages_corpus}
+    builders = {"stdlib": stdlib_corpus, "packages": packages_corpus,
+                "venv": venv_corpus}
 
     results = []
     exec_result = None

@@ -407,3 +407,40 @@ fn make_executable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// A repository that commits a directory symlink (`src/compat ->
+/// ../vendor/compat`): git lists changes under the real path only, the
+/// hook writes the pyc the full walk would (named for `vendor/compat`), and
+/// a `materialize` after the checkout writes nothing.
+#[test]
+fn a_committed_directory_symlink_gets_the_walks_pycs_from_the_hook() {
+    let python = crate::support::any_python();
+    let env = TestEnv::new();
+    let repo = Repo::new(&env, &python);
+    repo.write("vendor/compat/__init__.py", "");
+    repo.write("vendor/compat/six.py", "SIX = 1\n");
+    repo.write("src/app.py", "import compat\n");
+    std::os::unix::fs::symlink("../vendor/compat", repo.dir.join("src/compat")).unwrap();
+    repo.commit("one");
+    repo.git(&["checkout", "-qb", "feature"]);
+    repo.write("vendor/compat/six.py", "SIX = 2\n");
+    repo.commit("two");
+    repo.git(&["checkout", "-q", "main"]);
+    repo.rcache_json(&repo.dir, &["hook", "install"]);
+    let first = repo.rcache_json(&repo.dir, &["materialize"]);
+    assert_eq!(first["files"], 3, "{first}");
+    assert_eq!(first["aliases"], 2, "{first}");
+
+    let switched = repo.git(&["checkout", "-q", "feature"]);
+    assert_eq!(hook_summary(&switched), Some((1, 1)), "{switched}");
+    repo.assert_pycs_valid(&repo.dir.join("vendor"), "checkout feature");
+    let after = repo.rcache_json(&repo.dir, &["materialize"]);
+    assert_eq!(
+        after["written"], 0,
+        "the hook wrote the walk's pyc: {after}"
+    );
+    covered(
+        "a_committed_directory_symlink_gets_the_walks_pycs_from_the_hook",
+        &[python],
+    );
+}
