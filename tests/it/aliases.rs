@@ -425,3 +425,39 @@ fn doctor_reports_each_alias_once() {
     assert_eq!(text.matches("lib64").count(), 1, "{text}");
     covered("doctor_reports_each_alias_once", &[python]);
 }
+
+/// Files named on their own are settled too (the git hooks name changed
+/// files): one named through a symlinked directory and directly is taken
+/// once; a symlink to a file elsewhere under the same name, or a hard
+/// link, is another file to CPython and gets a pyc of its own.
+#[test]
+fn named_files_reached_twice_are_taken_once() {
+    let python = any_python();
+    let env = TestEnv::new();
+    env.write("real/a.py", "A = 1\n");
+    env.write("shared/util.py", "U = 1\n");
+    std::fs::create_dir_all(env.path().join("pkg")).unwrap();
+    symlink("real", env.path().join("link")).unwrap();
+    symlink("../shared/util.py", env.path().join("pkg/util.py")).unwrap();
+    std::fs::hard_link(env.path().join("real/a.py"), env.path().join("pkg/hard.py")).unwrap();
+
+    let args = [
+        "materialize",
+        "link/a.py",
+        "real/a.py",
+        "pkg/util.py",
+        "shared/util.py",
+        "pkg/hard.py",
+    ];
+    let first = json_run(&env, &env.store, &python, "2", &args);
+    assert_eq!(first["files"], 4, "{first}");
+    assert_eq!(first["aliases"], 1, "{first}");
+    assert_eq!(first["written"], 4, "{first}");
+    assert_eq!(pyc_names(&python, &env, "real/a.py"), "real/a.py");
+    assert_eq!(pyc_names(&python, &env, "pkg/util.py"), "pkg/util.py");
+    assert_eq!(pyc_names(&python, &env, "shared/util.py"), "shared/util.py");
+    assert_eq!(pyc_names(&python, &env, "pkg/hard.py"), "pkg/hard.py");
+    let walked = json_run(&env, &env.store, &python, "2", &["materialize", "."]);
+    assert_eq!(walked["written"], 0, "{walked}");
+    covered("named_files_reached_twice_are_taken_once", &[python]);
+}
