@@ -16,7 +16,7 @@
 //! A symlinked or hard-linked *file* (`alias.py -> real.py`) is no alias: it
 //! has its own name, so its own pyc, which CPython imports by that name.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -112,104 +112,115 @@ enum PycDir {
     MadeIn(DirId),
 }
 
-/// Settles `files` (walked or named) given `dirs`: every walked directory,
-/// and the directory of every file named on its own.
-pub fn settle(files: &BTreeSet<PathBuf>, dirs: &BTreeMap<PathBuf, DirInfo>) -> Settled {
-    let symlinks = symlink_counts(dirs);
-    let rank = |dir: &Path| symlinks.get(dir).copied().unwrap_or(u32::MAX);
+/// Settles `files` (walked or named) given `dirs` (every walked directory,
+/// and the directory of every file named on its own), both sorted (a
+/// directory before what it holds) and without duplicates.
+pub fn settle(files: &[PathBuf], dirs: &[(PathBuf, DirInfo)]) -> Settled {
+    let ranked = rank_dirs(dirs);
+    let rank = |dir: &Path| {
+        ranked
+            .get(dir.as_os_str())
+            .map_or(u32::MAX, |(_, rank)| *rank)
+    };
 
-    let mut by_pyc: HashMap<(PycDir, &OsStr), Vec<&Path>> = HashMap::new();
-    let mut files_chosen = Vec::with_capacity(files.len());
-    for file in files {
-        let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
-            files_chosen.push(file.clone());
-            continue;
-        };
-        let Some(info) = dirs.get(dir) else {
-            // Its directory could not be looked at: it stands alone.
-            files_chosen.push(file.clone());
-            continue;
-        };
-        let pyc_dir = match info.pycache {
-            Some(pycache) => PycDir::Pycache(pycache),
-            None => PycDir::MadeIn(info.id),
-        };
-        by_pyc.entry((pyc_dir, name)).or_default().push(file);
-    }
-    let mut aliases = Vec::new();
-    for paths in by_pyc.into_values() {
-        let chosen = choose(&paths, |file| rank(file.parent().unwrap_or(file)));
-        files_chosen.push(chosen.to_owned());
-        aliases.extend(
-            paths
-                .iter()
-                .filter(|&&path| path != chosen)
-                .map(|path| Alias {
-                    path: path.to_path_buf(),
-                    chosen: chosen.to_owned(),
-                }),
-        );
-    }
-    files_chosen.sort_unstable();
-    aliases.sort_unstable();
-
-    let mut by_id: HashMap<DirId, Vec<&Path>> = HashMap::new();
-    for (dir, info) in dirs.iter().filter(|(_, info)| info.walked) {
-        by_id.entry(info.id).or_default().push(dir);
-    }
-    let mut chosen_dirs = HashMap::new();
-    for paths in by_id.into_values() {
-        let chosen = choose(&paths, rank);
-        for &path in paths.iter().filter(|&&path| path != chosen) {
-            chosen_dirs.insert(path.to_owned(), chosen.to_owned());
+    // The pyc each file names, its directory looked up once per run of
+    // files in one directory.
+    let mut last: Option<(&Path, Option<&(DirInfo, u32)>)> = None;
+    let pycs: Vec<Option<((PycDir, &OsStr), u32)>> = files
+        .iter()
+        .map(|file| {
+            let (dir, name) = (file.parent()?, file.file_name()?);
+            let (info, rank) = match last {
+                Some((last_dir, found)) if last_dir == dir => found,
+                _ => last.insert((dir, ranked.get(dir.as_os_str()))).1,
+            }?;
+            let pyc_dir = match info.pycache {
+                Some(pycache) => PycDir::Pycache(pycache),
+                None => PycDir::MadeIn(info.id),
+            };
+            Some(((pyc_dir, name), *rank))
+        })
+        .collect();
+    // The path chosen for each pyc: files come sorted, so the first of the
+    // best rank is kept. A file whose directory could not be looked at
+    // stands alone.
+    let mut chosen: HashMap<(PycDir, &OsStr), (&Path, u32)> = HashMap::new();
+    for (file, pyc) in files.iter().zip(&pycs) {
+        if let Some((pyc, rank)) = *pyc {
+            chosen
+                .entry(pyc)
+                .and_modify(|best| {
+                    if rank < best.1 {
+                        *best = (file, rank);
+                    }
+                })
+                .or_insert((file, rank));
         }
     }
-    let mut dir_aliases: Vec<Alias> = chosen_dirs
+    let mut settled = Settled::default();
+    for (file, pyc) in files.iter().zip(&pycs) {
+        match pyc.map(|(pyc, _)| chosen[&pyc].0) {
+            Some(best) if best != file.as_path() => settled.aliases.push(Alias {
+                path: file.clone(),
+                chosen: best.to_owned(),
+            }),
+            _ => settled.files.push(file.clone()),
+        }
+    }
+
+    let mut by_id: HashMap<DirId, &Path> = HashMap::new();
+    for (dir, info) in dirs.iter().filter(|(_, info)| info.walked) {
+        by_id
+            .entry(info.id)
+            .and_modify(|best| {
+                if rank(dir) < rank(best) {
+                    *best = dir;
+                }
+            })
+            .or_insert(dir);
+    }
+    for (dir, info) in dirs.iter().filter(|(_, info)| info.walked) {
+        let best = by_id[&info.id];
+        if best == dir.as_path() {
+            settled.dirs.push((dir.clone(), *info));
+        } else {
+            settled.chosen_dirs.insert(dir.clone(), best.to_owned());
+        }
+    }
+    settled.dir_aliases = settled
+        .chosen_dirs
         .iter()
-        .filter(|(path, _)| path.parent().is_none_or(|up| !chosen_dirs.contains_key(up)))
-        .map(|(path, chosen)| Alias {
-            path: path.clone(),
+        .filter(|(dir, _)| {
+            dir.parent()
+                .is_none_or(|up| !settled.chosen_dirs.contains_key(up))
+        })
+        .map(|(dir, chosen)| Alias {
+            path: dir.clone(),
             chosen: chosen.clone(),
         })
         .collect();
-    dir_aliases.sort_unstable();
-    Settled {
-        files: files_chosen,
-        aliases,
-        dirs: dirs
-            .iter()
-            .filter(|(dir, info)| info.walked && !chosen_dirs.contains_key(*dir))
-            .map(|(dir, info)| (dir.clone(), *info))
-            .collect(),
-        dir_aliases,
-        chosen_dirs,
-    }
+    settled.dir_aliases.sort_unstable();
+    settled
 }
 
-/// The path of `paths` with the fewest symlinked directories (`rank`), then
-/// the lexically first.
-fn choose<'a>(paths: &[&'a Path], rank: impl Fn(&Path) -> u32) -> &'a Path {
-    paths
-        .iter()
-        .copied()
-        .min_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)))
-        .expect("a group has a path")
-}
-
-/// How many symlinks each directory's path goes through: its parent's count
-/// plus one if it is a symlink itself, or, for a directory whose parent was
-/// not walked (a root), every component looked at.
-fn symlink_counts(dirs: &BTreeMap<PathBuf, DirInfo>) -> HashMap<&Path, u32> {
-    let mut counts: HashMap<&Path, u32> = HashMap::with_capacity(dirs.len());
+/// Each directory with how many symlinks its path goes through: its
+/// parent's count plus one if it is a symlink itself, or, for a directory
+/// whose parent was not walked (a root), every component looked at.
+/// Keyed by the path's bytes, which hash faster than its components.
+fn rank_dirs(dirs: &[(PathBuf, DirInfo)]) -> HashMap<&OsStr, (DirInfo, u32)> {
+    let mut ranked: HashMap<&OsStr, (DirInfo, u32)> = HashMap::with_capacity(dirs.len());
     // Sorted, so every parent comes before its children.
     for (dir, info) in dirs {
-        let count = match dir.parent().and_then(|parent| counts.get(parent)) {
-            Some(&parent) => parent + u32::from(info.symlink),
+        let parent = dir
+            .parent()
+            .and_then(|parent| ranked.get(parent.as_os_str()));
+        let count = match parent {
+            Some((_, parent)) => parent + u32::from(info.symlink),
             None => symlinks_in(dir),
         };
-        counts.insert(dir, count);
+        ranked.insert(dir.as_os_str(), (*info, count));
     }
-    counts
+    ranked
 }
 
 /// The symlinks among the components of the absolute path `dir`.
@@ -226,7 +237,7 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
-    fn dirs_of(root: &Path, walked: &[&str]) -> BTreeMap<PathBuf, DirInfo> {
+    fn dirs_of(root: &Path, walked: &[&str]) -> Vec<(PathBuf, DirInfo)> {
         walked
             .iter()
             .map(|dir| {
@@ -244,7 +255,7 @@ mod tests {
         std::fs::create_dir_all(root.join("z_real")).unwrap();
         symlink("z_real", root.join("a_link")).unwrap();
         let dirs = dirs_of(&root, &["", "a_link", "z_real"]);
-        let files: BTreeSet<PathBuf> = [root.join("a_link/m.py"), root.join("z_real/m.py")].into();
+        let files = [root.join("a_link/m.py"), root.join("z_real/m.py")];
         let settled = settle(&files, &dirs);
         assert_eq!(settled.files, [root.join("z_real/m.py")]);
         assert_eq!(
@@ -270,12 +281,11 @@ mod tests {
         symlink("real", root.join("one")).unwrap();
         symlink("real", root.join("two")).unwrap();
         let dirs = dirs_of(&root, &["", "one", "two"]);
-        let files: BTreeSet<PathBuf> = [
+        let files = [
             root.join("one/m.py"),
             root.join("two/m.py"),
             root.join("two/other.py"),
-        ]
-        .into();
+        ];
         let settled = settle(&files, &dirs);
         assert_eq!(
             settled.files,

@@ -13,7 +13,7 @@
 
 mod aliases;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
@@ -118,13 +118,14 @@ impl Scan {
     }
 }
 
-/// What the walk met, before aliases are settled.
+/// What the walk met, before aliases are settled: unsorted, with
+/// duplicates (a root inside another is walked twice).
 #[derive(Default)]
 struct Found {
-    files: BTreeSet<PathBuf>,
+    files: Vec<PathBuf>,
     errors: Vec<ScanError>,
-    venvs: BTreeSet<Venv>,
-    dirs: BTreeMap<PathBuf, DirInfo>,
+    venvs: Vec<Venv>,
+    dirs: Vec<(PathBuf, DirInfo)>,
 }
 
 impl Found {
@@ -132,12 +133,7 @@ impl Found {
         self.files.extend(other.files);
         self.errors.extend(other.errors);
         self.venvs.extend(other.venvs);
-        for (dir, info) in other.dirs {
-            self.dirs
-                .entry(dir)
-                .and_modify(|seen| seen.walked |= info.walked)
-                .or_insert(info);
-        }
+        self.dirs.extend(other.dirs);
     }
 }
 
@@ -165,15 +161,23 @@ pub fn scan(paths: &[PathBuf], cwd: &Path, options: &ScanOptions) -> Scan {
     let mut found = found
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    for file in named_files {
-        if let Some(dir) = file.parent()
-            && !found.dirs.contains_key(dir)
-            && let Some(info) = DirInfo::look(dir, false)
-        {
-            found.dirs.insert(dir.to_owned(), info);
+    // The directories of files named on their own, looked at whether or
+    // not they were walked (sorted, a walked directory's entry comes first).
+    let mut named_dirs: Vec<&Path> = named_files.iter().filter_map(|f| f.parent()).collect();
+    named_dirs.sort_unstable();
+    named_dirs.dedup();
+    for dir in named_dirs {
+        if let Some(info) = DirInfo::look(dir, false) {
+            found.dirs.push((dir.to_owned(), info));
         }
-        found.files.insert(file);
     }
+    found.files.extend(named_files);
+    found.files.sort_unstable_by(|a, b| bytewise(a, b));
+    found.files.dedup();
+    found.dirs.sort_unstable_by(|(a, a_info), (b, b_info)| {
+        bytewise(a, b).then(b_info.walked.cmp(&a_info.walked))
+    });
+    found.dirs.dedup_by(|later, first| later.0 == first.0);
     let settled = aliases::settle(&found.files, &found.dirs);
     let mut errors = found.errors;
     errors.sort_by(|a, b| a.path.cmp(&b.path));
@@ -202,6 +206,14 @@ pub fn scan(paths: &[PathBuf], cwd: &Path, options: &ScanOptions) -> Scan {
         venvs: venvs.into_iter().collect(),
         roots,
     }
+}
+
+/// Paths in the order of their bytes: lexical, a directory before what it
+/// holds, and a `memcmp` (ten times cheaper than comparing components).
+fn bytewise(a: &Path, b: &Path) -> std::cmp::Ordering {
+    a.as_os_str()
+        .as_encoded_bytes()
+        .cmp(b.as_os_str().as_encoded_bytes())
 }
 
 fn lock(found: &Mutex<Found>) -> std::sync::MutexGuard<'_, Found> {
@@ -322,7 +334,7 @@ fn visit(entry: &ignore::DirEntry, found: &mut Found) {
         // Kept even when ignore rules hide its `__pycache__` (in most
         // `.gitignore` files): its pycs may have lost their sources.
         if let Some(info) = info {
-            found.dirs.insert(path.to_owned(), info);
+            found.dirs.push((path.to_owned(), info));
         }
         return;
     }
@@ -330,12 +342,12 @@ fn visit(entry: &ignore::DirEntry, found: &mut Found) {
         return;
     }
     if path.extension().is_some_and(|ext| ext == "py") {
-        found.files.insert(path.to_owned());
+        found.files.push(path.to_owned());
     } else if path.file_name().is_some_and(|name| name == "pyvenv.cfg")
         && let Some(version) = venv_version(path)
     {
         let dir = path.parent().unwrap_or(path).to_owned();
-        found.venvs.insert(Venv { dir, version });
+        found.venvs.push(Venv { dir, version });
     }
 }
 
