@@ -5,7 +5,7 @@ use std::path::Path;
 
 /// What identifies a file's contents without reading it: any write, any
 /// replacement changes one of these fields (ctime cannot be set back).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FileIdentity {
     pub device: u64,
     pub inode: u64,

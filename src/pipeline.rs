@@ -96,6 +96,7 @@ impl Pipeline<'_> {
         let Keyed {
             mut sources,
             read,
+            shared,
             errors: mut read_errors,
             to_remember,
         } = key_all(
@@ -106,9 +107,9 @@ impl Pipeline<'_> {
             self.pool.workers,
         )?;
         tracing::debug!(
-            "keyed {} sources: {read} read, {} unchanged since the store's record of them, by {:.1?}",
+            "keyed {} sources: {read} read, {shared} read under another path, {} unchanged since the store's record of them, by {:.1?}",
             sources.len(),
-            sources.len() - read,
+            sources.len() - read - shared,
             start.elapsed()
         );
         self.store.record_sources(&to_remember)?;

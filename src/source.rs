@@ -7,8 +7,12 @@
 //! the same clock tick as the read could keep them. So, as git does for its
 //! "racily clean" entries, a file is only remembered when it was last
 //! changed well before it was read ([`racy_margin`]); a fresher file is
-//! read again next time.
+//! read again next time. Within one run, by the same rule, a file reached
+//! by several paths (a symlinked or hard-linked file; under a pycache
+//! prefix, each path to a directory reached twice) is read once.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -90,8 +94,11 @@ impl Source {
 /// were read.
 pub struct Keyed {
     pub sources: Vec<Source>,
-    /// How many of them were read (the rest were keyed from their record).
+    /// How many of them were read.
     pub read: usize,
+    /// How many were read under another path in this run (the rest were
+    /// keyed from their record).
+    pub shared: usize,
     pub errors: Vec<ScanError>,
     pub to_remember: Vec<(PathBuf, KnownSource)>,
 }
@@ -118,6 +125,11 @@ pub fn key_all(
 
 /// Hashes every file on `threads` threads, reading only those the store
 /// does not remember unchanged; the sources have no keys yet.
+///
+/// Files are first recalled or `stat`ed, so that a file reached by several
+/// paths is read once, under its first path, and shared with the others
+/// when its identity vouches for the bytes as a record would (it was not
+/// changed just before the read); otherwise each path reads its own.
 pub fn hash_all(
     store: &Store,
     files: &[PathBuf],
@@ -130,17 +142,69 @@ pub fn hash_all(
             .collect::<Result<Vec<_>, _>>()
     })?;
     let work: Vec<_> = files.iter().zip(known).collect();
+    let looked = parallel::map(&work, threads, |(path, known)| look(path, *known));
+
+    let mut first_of: HashMap<FileIdentity, usize> = HashMap::new();
+    let mut first_reads = Vec::new();
+    let mut later = Vec::new();
+    for (index, looked) in looked.iter().enumerate() {
+        if let Looked::Unread(metadata) = looked {
+            let identity = metadata.as_ref().map(FileIdentity::from_metadata);
+            match identity.map(|identity| first_of.entry(identity)) {
+                Some(Entry::Occupied(first)) => later.push((index, *first.get(), identity)),
+                Some(Entry::Vacant(slot)) => {
+                    slot.insert(index);
+                    first_reads.push(index);
+                }
+                None => first_reads.push(index),
+            }
+        }
+    }
+    let mut keyings: Vec<Option<Result<(Source, Keying), ScanError>>> =
+        looked.into_iter().map(Looked::into_recalled).collect();
+    let read_first = parallel::map(&first_reads, threads, |&index| read_source(&files[index]));
+    for (index, result) in first_reads.into_iter().zip(read_first) {
+        keyings[index] = Some(result);
+    }
+    let mut again = Vec::new();
+    for (index, first, identity) in later {
+        match &keyings[first] {
+            // Read unchanged since both were `stat`ed.
+            Some(Ok((source, Keying::Read { remember: true })))
+                if identity == Some(FileIdentity::from_metadata(&source.metadata)) =>
+            {
+                let shared = source.shared_as(&files[index]);
+                keyings[index] = Some(Ok((shared, Keying::Shared)));
+            }
+            _ => again.push(index),
+        }
+    }
+    let read_again = parallel::map(&again, threads, |&index| read_source(&files[index]));
+    for (index, result) in again.into_iter().zip(read_again) {
+        keyings[index] = Some(result);
+    }
+
     let mut keyed = Keyed {
         sources: Vec::with_capacity(files.len()),
         read: 0,
+        shared: 0,
         errors: Vec::new(),
         to_remember: Vec::new(),
     };
-    let results = parallel::map(&work, threads, |(path, known)| read_or_recall(path, *known));
-    for result in results {
+    for result in keyings.into_iter().flatten() {
         match result {
-            Ok((source, remember)) => {
-                keyed.read += usize::from(source.bytes.get().is_some());
+            Ok((source, keying)) => {
+                let remember = match keying {
+                    Keying::Read { remember } => {
+                        keyed.read += 1;
+                        remember
+                    }
+                    Keying::Shared => {
+                        keyed.shared += 1;
+                        true
+                    }
+                    Keying::Recalled => false,
+                };
                 if remember {
                     keyed
                         .to_remember
@@ -154,25 +218,83 @@ pub fn hash_all(
     Ok(keyed)
 }
 
+/// How a source was keyed.
+enum Keying {
+    /// From the store's record of it: unchanged since.
+    Recalled,
+    /// Read; to be remembered unless it changed just before.
+    Read { remember: bool },
+    /// Read in this run under another path to the same file.
+    Shared,
+}
+
+/// A file recalled from its record, or still to be read (with what `stat`
+/// said of it, unless it failed: reading will say why).
+enum Looked {
+    Recalled(Source),
+    Unread(Option<std::fs::Metadata>),
+}
+
+impl Looked {
+    fn into_recalled(self) -> Option<Result<(Source, Keying), ScanError>> {
+        match self {
+            Self::Recalled(source) => Some(Ok((source, Keying::Recalled))),
+            Self::Unread(_) => None,
+        }
+    }
+}
+
+impl Source {
+    /// This file's source under `path`, another path to the same file
+    /// (same identity when `stat`ed).
+    fn shared_as(&self, path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            metadata: self.metadata.clone(),
+            content: self.content,
+            keys: Vec::new(),
+            bytes: self.bytes.clone(),
+        }
+    }
+}
+
 /// The source at `path` without its keys, from `known` if the file is
 /// unchanged since, else read; and whether to remember it.
 pub fn read_or_recall(
     path: &Path,
     known: Option<KnownSource>,
 ) -> Result<(Source, bool), ScanError> {
-    if let Some(known) = known
-        && let Ok(metadata) = std::fs::metadata(path)
-        && FileIdentity::from_metadata(&metadata) == known.identity
+    if known.is_some()
+        && let Looked::Recalled(source) = look(path, known)
     {
-        let source = Source {
-            path: path.to_owned(),
-            metadata,
-            content: known.content,
-            keys: Vec::new(),
-            bytes: OnceLock::new(),
-        };
         return Ok((source, false));
     }
+    let (source, keying) = read_source(path)?;
+    Ok((source, matches!(keying, Keying::Read { remember: true })))
+}
+
+/// The source at `path` from `known` if the file is unchanged since, or
+/// what `stat` says of it.
+fn look(path: &Path, known: Option<KnownSource>) -> Looked {
+    let metadata = std::fs::metadata(path).ok();
+    match (known, metadata) {
+        (Some(known), Some(metadata))
+            if FileIdentity::from_metadata(&metadata) == known.identity =>
+        {
+            Looked::Recalled(Source {
+                path: path.to_owned(),
+                metadata,
+                content: known.content,
+                keys: Vec::new(),
+                bytes: OnceLock::new(),
+            })
+        }
+        (_, metadata) => Looked::Unread(metadata),
+    }
+}
+
+/// The source at `path`, read and hashed now.
+fn read_source(path: &Path) -> Result<(Source, Keying), ScanError> {
     let read_at = SystemTime::now();
     let (metadata, bytes) = read(path)?;
     let remember = !changed_near(&metadata, read_at);
@@ -183,7 +305,7 @@ pub fn read_or_recall(
         keys: Vec::new(),
         bytes: OnceLock::from(Arc::from(bytes)),
     };
-    Ok((source, remember))
+    Ok((source, Keying::Read { remember }))
 }
 
 /// Reads the file at `path`, with the metadata of the file opened.

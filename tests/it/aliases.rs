@@ -461,3 +461,57 @@ fn named_files_reached_twice_are_taken_once() {
     assert_eq!(walked["written"], 0, "{walked}");
     covered("named_files_reached_twice_are_taken_once", &[python]);
 }
+
+/// Each physical source is read once per run, whatever the paths to it: a
+/// directory reached twice (both paths keyed under a prefix), a symlinked
+/// file; a file changed just before the run is read under each path.
+#[test]
+fn each_physical_source_is_read_once() {
+    let python = any_python();
+    let env = TestEnv::new();
+    env.write("proj/real/a.py", "A = 1\n");
+    symlink("real", env.path().join("proj/link")).unwrap();
+    symlink("real/a.py", env.path().join("proj/alias.py")).unwrap();
+    // Files changed less than 100 ms before they are read (src/source.rs,
+    // RACY_MARGIN) are never taken as unchanged.
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let keyed = |args: &[&str]| {
+        let mut command = env.rcache(&python, &[&["--json"], args, &["proj"]].concat());
+        command.env("RCACHE_LOG", "debug");
+        let (summary, output) = run_json(&mut command);
+        assert_eq!(code(&output), 0, "{}", stderr(&output));
+        let log = stderr(&output);
+        let line = log.lines().find(|line| line.contains("keyed ")).unwrap();
+        (summary, line[line.find("keyed ").unwrap()..].to_owned())
+    };
+    let (warmed, line) = keyed(&["warm"]);
+    assert_eq!(warmed["files"], 2, "{warmed}");
+    assert!(
+        line.starts_with("keyed 2 sources: 1 read, 1 read under another path, 0 unchanged"),
+        "{line}"
+    );
+    let prefix = env.path().join("prefix");
+    let prefix_args = ["materialize", "--prefix", prefix.to_str().unwrap()];
+    let _ = std::fs::remove_file(&env.store);
+    let (mirrored, line) = keyed(&prefix_args);
+    assert_eq!(mirrored["written"], 3, "{mirrored}");
+    assert!(
+        line.starts_with("keyed 3 sources: 1 read, 2 read under another path, 0 unchanged"),
+        "{line}"
+    );
+    let (_, line) = keyed(&prefix_args);
+    assert!(
+        line.starts_with("keyed 3 sources: 0 read, 0 read under another path"),
+        "{line}"
+    );
+
+    // Just changed: not to be trusted by identity, so read under each path.
+    env.write("proj/real/a.py", "A = 2\n");
+    let (changed, line) = keyed(&prefix_args);
+    assert_eq!(changed["written"], 3, "{changed}");
+    assert!(
+        line.starts_with("keyed 3 sources: 3 read, 0 read under another path"),
+        "{line}"
+    );
+    covered("each_physical_source_is_read_once", &[python]);
+}
