@@ -6,10 +6,12 @@ directory leaves `sys.path`, `os.environ` shows the caller's PYTHONPATH
 (the C environment keeps ours, so child interpreters inherit the hook), and
 the real `sitecustomize`, if there is one, is imported in its place.
 
-Every `.py` module found on a path entry is then asked of the rcache server
-over a private Unix socket: a hit comes back as marshalled code with its
-real filename; a miss is compiled here from the source (never from a pyc
-found beside it), and the server stores its own compile for the next run.
+Every source module, whichever finder made its SourceFileLoader, and every
+source file `runpy.run_path` runs, is then asked of the rcache server over
+a private Unix socket: a hit comes back as marshalled code with its real
+filename; a miss is compiled here from the source (never from a pyc found
+beside it), and the server stores its own compile for the next run. No pyc
+is written beside any source.
 When the server is gone or says something unexpected, imports fall back to
 CPython's own loader, with one warning on stderr.
 """
@@ -231,48 +233,136 @@ def _pass_on_to_children(os, sys, hook_dir):
 
 
 def _install_loader(client):
+    """Serves every SourceFileLoader of the process, whoever made it (path
+    finders, `spec_from_file_location`, an editable install's finder, a
+    plugin system): `get_code` of the class itself asks rcache, so loaders,
+    specs and `type(spec.loader)` stay CPython's own. A subclass that
+    overrides how code is made (`get_code`, `source_to_code`, `get_data`,
+    `path_stats`) keeps CPython's `get_code`. No pyc is ever written beside
+    a source."""
     import sys
 
-    external = _external(sys)
-    SourceFileLoader = external.SourceFileLoader
+    SourceFileLoader = _external(sys).SourceFileLoader
+    original = SourceFileLoader.get_code
+    plain = [
+        (name, getattr(SourceFileLoader, name))
+        for name in ("source_to_code", "get_data", "path_stats")
+    ]
+    makes_its_own = {}
 
-    class SourceFileLoader(SourceFileLoader):  # noqa: F811 - same name in tracebacks and reprs
-        """CPython's source loader, taking code from rcache when it has it."""
-
-        def get_code(self, fullname):
-            path = self.get_filename(fullname)
-            code = client.code(path)
-            if code is _MISS:
-                # Compiled from the source itself: a pyc beside it is never
-                # trusted while rcache serves.
-                return self.source_to_code(self.get_data(path), path)
-            if code is None:
-                return super().get_code(fullname)
-            return code
+    def get_code(self, fullname):
+        cls = type(self)
+        own = makes_its_own.get(cls)
+        if own is None:
+            own = cls.get_code is not get_code or any(
+                getattr(cls, name) is not function for name, function in plain
+            )
+            makes_its_own[cls] = own
+        if own:
+            return original(self, fullname)
+        path = self.get_filename(fullname)
+        code = client.code(path)
+        if code is _MISS:
+            # Compiled from the source itself: a pyc beside it is never
+            # trusted while rcache serves.
+            return self.source_to_code(self.get_data(path), path)
+        if code is None:
+            return original(self, fullname)
+        return code
 
     # CPython trims the import system's own frames from tracebacks (a
     # SyntaxError in an imported module shows only the importer and the
     # module) by their filename: get_code must look like one of them.
-    SourceFileLoader.get_code.__code__ = SourceFileLoader.get_code.__code__.replace(
-        co_filename="<frozen importlib._bootstrap_external>"
+    get_code.__code__ = get_code.__code__.replace(co_filename="<frozen importlib._bootstrap_external>")
+    get_code.__qualname__ = original.__qualname__
+    SourceFileLoader.get_code = get_code
+
+    def _cache_bytecode(self, source_path, bytecode_path, data):
+        """rcache's store is the cache: nothing is written beside sources."""
+
+    SourceFileLoader._cache_bytecode = _cache_bytecode
+
+
+def _serve_run_path(client, os, sys):
+    """`runpy.run_path` of a source file (and so multiprocessing's spawn
+    children re-running `__main__`) gets its code from the store, as the
+    script does. runpy is patched when it is first imported: a module
+    rcache imported itself would show in `sys.modules`."""
+    if "runpy" in sys.modules:
+        _serve_runpy(client, os, sys, sys.modules["runpy"])
+        return
+    import _imp
+
+    if _imp.is_frozen("runpy"):
+        owner = sys.modules["_frozen_importlib"].FrozenImporter
+        wrap = staticmethod
+    else:
+        owner = _external(sys).SourceFileLoader
+        wrap = None
+    inherited = "exec_module" not in owner.__dict__
+    original = owner.__dict__.get("exec_module")
+    unwrapped = owner.exec_module
+
+    def exec_module(*args):
+        unwrapped(*args)
+        module = args[-1]
+        if getattr(module, "__name__", None) == "runpy":
+            if inherited:
+                del owner.exec_module
+            else:
+                owner.exec_module = original
+            _serve_runpy(client, os, sys, module)
+
+    exec_module.__code__ = exec_module.__code__.replace(co_filename="<frozen importlib._bootstrap_external>")
+    owner.exec_module = wrap(exec_module) if wrap else exec_module
+
+
+def _serve_runpy(client, os, sys, runpy):
+    original = getattr(runpy, "_get_code_from_file", None)
+    if original is None:
+        return
+    returns_name = original.__code__.co_argcount == 2  # (run_name, fname) before 3.13
+    magic = _external(sys).MAGIC_NUMBER
+
+    def _get_code_from_file(*args):
+        fname = args[-1]
+        code = _script_code(client, os, sys, fname, magic)
+        if code is None:
+            return original(*args)
+        return (code, fname) if returns_name else code
+
+    runpy._get_code_from_file = _get_code_from_file
+
+
+def _script_code(client, os, sys, fname, magic):
+    """The code of the source file `fname` as `compile(source, fname)`
+    makes it, from the store when it has it; None for what is not a source
+    file rcache can serve (a pyc, an unreadable path)."""
+    import io
+
+    path = os.path.abspath(os.fsdecode(fname))
+    try:
+        with io.open_code(path) as file:
+            if file.read(len(magic)) == magic:
+                return None
+    except OSError:
+        return None
+    code = client.code(path)
+    if code is None or code is _MISS:
+        with io.open_code(path) as file:
+            return compile(file.read(), fname, "exec")
+    return code if code.co_filename == fname else _renamed(code, fname)
+
+
+def _renamed(code, filename):
+    """`code` and every code object inside it, with `co_filename` set."""
+    consts = tuple(
+        _renamed(const, filename) if type(const) is type(code) else const for const in code.co_consts
     )
-    base = external.SourceFileLoader
-
-    def ours(loader):
-        return SourceFileLoader if loader is base else loader
-
-    # (loader, suffixes) pairs for new finders; (suffix, loader) in old ones.
-    supported = [(ours(loader), suffixes) for loader, suffixes in external._get_supported_file_loaders()]
-    for index, hook in enumerate(sys.path_hooks):
-        if getattr(hook, "__qualname__", "").startswith("FileFinder.path_hook"):
-            sys.path_hooks[index] = external.FileFinder.path_hook(*supported)
-    for finder in sys.path_importer_cache.values():
-        if type(finder) is external.FileFinder:
-            finder._loaders = [(suffix, ours(loader)) for suffix, loader in finder._loaders]
-    return SourceFileLoader
+    return code.replace(co_filename=filename, co_consts=consts)
 
 
-def _main_runner(client, os, sys, source_loader):
+def _main_runner(client, os, sys):
     """`run_main`: runs SCRIPT as CPython would, its code from the store."""
 
     def run_main():
@@ -296,7 +386,7 @@ def _main_runner(client, os, sys, source_loader):
         namespace = main.__dict__
         namespace["__file__"] = filename
         namespace["__cached__"] = None
-        namespace["__loader__"] = source_loader("__main__", filename)
+        namespace["__loader__"] = _external(sys).SourceFileLoader("__main__", filename)
         code = None
         try:
             code = client.code(filename)
@@ -347,9 +437,10 @@ def _install():
     client = _Client(socket_path or "", os, sys, marshal, _thread)
     if not socket_path or client.level not in (0, 1, 2):
         client.enabled = False
-    source_loader = _install_loader(client)
+    _install_loader(client)
+    _serve_run_path(client, os, sys)
     runner = type(sys)("_rcache_exec")
-    runner.run_main = _main_runner(client, os, sys, source_loader)
+    runner.run_main = _main_runner(client, os, sys)
     sys.modules["_rcache_exec"] = runner
     # The real sitecustomize, if any, runs now, served like everything else.
     del sys.modules["sitecustomize"]

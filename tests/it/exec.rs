@@ -371,7 +371,7 @@ fn children_are_served_and_see_the_same_environment() {
         let exec = Exec::new(python);
         exec.write(
             "child.py",
-            "import json, os, sys, childmod\nprint(json.dumps([sys.argv[1], type(childmod.__loader__).__module__, os.environ.get('PYTHONPATH')]))\n",
+            "import json, os, sys, childmod\nprint(json.dumps([sys.argv[1], type(childmod.__loader__).get_code.__module__, os.environ.get('PYTHONPATH')]))\n",
         );
         exec.write("childmod.py", "VALUE = 2\n");
         exec.write(
@@ -382,7 +382,7 @@ import childmod
 
 def loader_of(_):
     import childmod
-    return type(childmod.__loader__).__module__
+    return type(childmod.__loader__).get_code.__module__
 
 if __name__ == "__main__":
     out = []
@@ -393,7 +393,7 @@ if __name__ == "__main__":
     for method in ("fork", "spawn"):
         with multiprocessing.get_context(method).Pool(1) as pool:
             out.append([method, pool.map(loader_of, [0])[0]])
-    out.append(["parent", type(childmod.__loader__).__module__, os.environ.get("PYTHONPATH")])
+    out.append(["parent", type(childmod.__loader__).get_code.__module__, os.environ.get("PYTHONPATH")])
     print(json.dumps(out, indent=1))
 "#,
         );
@@ -422,7 +422,7 @@ if __name__ == "__main__":
                 .enumerate()
             {
                 let (plain_text, served_text) = (plain.to_string(), served.to_string());
-                // Same everything, except whose loader it was.
+                // Same everything, except whose `get_code` loaded it.
                 assert_eq!(
                     served_text.replace("\"sitecustomize\"", &format!("\"{plain_loader}\"")),
                     plain_text,
