@@ -32,7 +32,7 @@ impl Exec {
         }
     }
 
-    fn project(&self) -> PathBuf {
+    pub(crate) fn project(&self) -> PathBuf {
         self.env.path().join("project")
     }
 
@@ -51,7 +51,7 @@ impl Exec {
             .current_dir(self.project());
     }
 
-    fn python(&self, args: &[&str]) -> Command {
+    pub(crate) fn python(&self, args: &[&str]) -> Command {
         let mut command = Command::new(&self.python.path);
         self.base(&mut command);
         command.args(args);
@@ -83,6 +83,23 @@ impl Exec {
         let output = child.wait_with_output().unwrap();
         wait_until_gone(&socket);
         output
+    }
+
+    /// Runs an `exec` command to its end, server included, with the
+    /// server's debug log (`RCACHE_LOG=debug`), written beside its socket.
+    pub(crate) fn run_exec_logged(&self, command: &mut Command) -> (Output, String) {
+        let child = command
+            .env("RCACHE_LOG", "debug")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting rcache exec");
+        let socket = self.socket_of(child.id());
+        let output = child.wait_with_output().unwrap();
+        wait_until_gone(&socket);
+        let log = std::fs::read_to_string(socket.with_extension("log")).unwrap_or_default();
+        (output, log)
     }
 
     /// The socket of the server of the `rcache exec` that has `pid`.
@@ -124,7 +141,7 @@ fn lookups_by(command: &mut Command) -> (u64, u64) {
     )
 }
 
-fn run_python(command: &mut Command) -> Output {
+pub(crate) fn run_python(command: &mut Command) -> Output {
     command
         .stdin(std::process::Stdio::null())
         .output()
@@ -554,7 +571,7 @@ fn an_unusable_store_warns_once_and_python_runs_anyway() {
 }
 
 /// Real PyPI packages in a real virtualenv (the same pins on 3.8–3.13).
-const VENV_PINS: &[&str] = &["attrs==25.3.0", "click==8.1.8", "pytest==8.3.5"];
+pub(crate) const VENV_PINS: &[&str] = &["attrs==25.3.0", "click==8.1.8", "pytest==8.3.5"];
 
 const APP: &str = r#"
 import attrs
@@ -594,7 +611,7 @@ def test_fails():
 ";
 
 /// Test durations are the one thing that differs between two pytest runs.
-fn without_durations(text: &str) -> String {
+pub(crate) fn without_durations(text: &str) -> String {
     text.lines()
         .map(|line| match (line.starts_with('='), line.rfind(" in ")) {
             (true, Some(at)) => &line[..at],

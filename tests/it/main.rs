@@ -16,6 +16,7 @@ mod docker;
 mod doctor;
 mod errors;
 mod exec;
+mod exec_loaders;
 mod gc;
 mod generated;
 mod hook;
