@@ -13,11 +13,8 @@ use serde_json::Value;
 
 use crate::support::{
     Mount, Python, TestEnv, any_python, code, covered, parallel_filter_map, py_files, pycs,
-    pypi_venv, python_with_input, pythons, run_json, running_as_root, stderr, stdlib_dir,
+    python_with_input, pythons, run_json, running_as_root, stderr, stdlib_dir, uv,
 };
-
-/// The uv the tests make virtualenvs with, pinned, from PyPI.
-const UV: &str = "uv==0.13.9";
 
 /// `rcache --json -j JOBS ARGS` in `env` with `store`; the summary.
 fn json_run(env: &TestEnv, store: &Path, python: &Python, jobs: &str, args: &[&str]) -> Value {
@@ -55,34 +52,29 @@ fn bundled_pip_wheels(python: &Python) -> PathBuf {
 /// A virtualenv of `python` at `dir` as uv makes it, with pip installed by
 /// uv from the wheel `python` bundles (no network, no pycs).
 fn uv_venv(python: &Python, dir: &Path) {
-    let uv = pypi_venv(&any_python(), &[UV]).with_file_name("uv");
     let cache = dir.with_file_name("uv-cache");
-    let run = |args: &[&std::ffi::OsStr]| {
-        let output = Command::new(&uv)
-            .args(args)
-            .env("UV_CACHE_DIR", &cache)
-            .env("UV_NO_CONFIG", "1")
-            .env("UV_PYTHON_DOWNLOADS", "never")
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "uv {args:?}: {}", stderr(&output));
-    };
-    run(&[
-        "venv".as_ref(),
-        "--python".as_ref(),
-        python.path.as_os_str(),
-        dir.as_os_str(),
-    ]);
-    run(&[
-        "pip".as_ref(),
-        "install".as_ref(),
-        "--python".as_ref(),
-        dir.join("bin/python").as_os_str(),
-        "--no-index".as_ref(),
-        "--find-links".as_ref(),
-        bundled_pip_wheels(python).as_os_str(),
-        "pip".as_ref(),
-    ]);
+    uv(
+        &cache,
+        &[
+            "venv".as_ref(),
+            "--python".as_ref(),
+            python.path.as_os_str(),
+            dir.as_os_str(),
+        ],
+    );
+    uv(
+        &cache,
+        &[
+            "pip".as_ref(),
+            "install".as_ref(),
+            "--python".as_ref(),
+            dir.join("bin/python").as_os_str(),
+            "--no-index".as_ref(),
+            "--find-links".as_ref(),
+            bundled_pip_wheels(python).as_os_str(),
+            "pip".as_ref(),
+        ],
+    );
 }
 
 /// A virtualenv of `python` at `dir` made by `python -m venv` (pip

@@ -266,3 +266,118 @@ fn pytest_in_both_import_modes_is_served() {
         pythons(),
     );
 }
+
+/// The setuptools the editable install is built with, from PyPI (the last
+/// release for Python 3.8 too).
+const SETUPTOOLS: &str = "setuptools==75.3.2";
+
+const EDITABLE_PYPROJECT: &str = r#"
+[build-system]
+requires = ["setuptools==75.3.2"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "mypkg"
+version = "0.1"
+
+[tool.setuptools]
+packages = ["mypkg"]
+"#;
+
+/// A package installed editable by setuptools, flat layout: its own finder
+/// (`__editable___mypkg_0_1_finder`, imported by a `.pth`) makes the specs.
+#[test]
+fn an_editable_install_is_served() {
+    let wheels = crate::support::pypi_wheels(&[SETUPTOOLS]);
+    for python in pythons() {
+        let exec = Exec::new(python);
+        // In a directory of the project, so that only its finder finds it.
+        exec.write("lib-src/pyproject.toml", EDITABLE_PYPROJECT);
+        exec.write(
+            "lib-src/mypkg/__init__.py",
+            "from . import sub\nVALUE = sub.HALF * 2\n",
+        );
+        exec.write("lib-src/mypkg/sub.py", "HALF = 21\n");
+        let venv = exec.env.path().join("venv");
+        let cache = exec.env.path().join("uv-cache");
+        let uv = |args: &[&std::ffi::OsStr]| crate::support::uv(&cache, args);
+        uv(&[
+            "venv".as_ref(),
+            "--python".as_ref(),
+            python.path.as_os_str(),
+            venv.as_os_str(),
+        ]);
+        uv(&[
+            "pip".as_ref(),
+            "install".as_ref(),
+            "--python".as_ref(),
+            venv.join("bin/python").as_os_str(),
+            "--no-index".as_ref(),
+            "--find-links".as_ref(),
+            wheels.as_os_str(),
+            "-e".as_ref(),
+            exec.project().join("lib-src").as_os_str(),
+        ]);
+        let mut in_venv = python.clone();
+        in_venv.path = venv.join("bin/python");
+        let exec = Exec {
+            python: in_venv,
+            ..exec
+        };
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let code = "import mypkg; print(mypkg.VALUE, mypkg.__file__, type(mypkg.__spec__.loader).__name__)";
+        let args = ["-c", code];
+        same_and_served_whole(&exec, &args, str::to_owned, |_| false);
+        let remembered = remembered(&exec);
+        for name in ["mypkg/__init__.py", "mypkg/sub.py"] {
+            assert!(
+                remembered
+                    .iter()
+                    .any(|path| path.ends_with(&format!("/{name}"))),
+                "{name} not looked up on {}: {remembered:?}",
+                python.label()
+            );
+        }
+    }
+    covered("exec_loaders::an_editable_install_is_served", pythons());
+}
+
+/// A program that writes bytecode itself still does: `compileall` and
+/// `py_compile` under `rcache exec` write their pycs as under python.
+#[test]
+fn a_program_that_writes_bytecode_still_does() {
+    for python in pythons() {
+        let exec = Exec::new(python);
+        exec.write("tool/__init__.py", "");
+        exec.write("tool/one.py", "ONE = 1\n");
+        exec.write("single.py", "TWO = 2\n");
+        let compiled = exec.run_exec(&mut exec.exec(&["-m", "compileall", "-q", "tool"]));
+        assert!(
+            compiled.status.success(),
+            "{}",
+            String::from_utf8_lossy(&compiled.stderr)
+        );
+        let tag = format!("cpython-{}{}", python.version.0, python.version.1);
+        for name in ["__init__", "one"] {
+            let pyc = exec
+                .project()
+                .join(format!("tool/__pycache__/{name}.{tag}.pyc"));
+            assert!(
+                pyc.is_file(),
+                "compileall wrote no {} on {}",
+                pyc.display(),
+                python.label()
+            );
+        }
+        let code = "import py_compile; print(py_compile.compile('single.py'))";
+        let output = exec.run_exec(&mut exec.exec(&["-c", code]));
+        let printed = String::from_utf8_lossy(&output.stdout);
+        let pyc = format!("__pycache__/single.{tag}.pyc");
+        assert!(printed.trim().ends_with(&pyc), "{printed}");
+        assert!(exec.project().join(&pyc).is_file(), "on {}", python.label());
+    }
+    covered(
+        "exec_loaders::a_program_that_writes_bytecode_still_does",
+        pythons(),
+    );
+}

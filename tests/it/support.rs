@@ -439,6 +439,52 @@ pub fn pypi_venv(python: &Python, pins: &[&str]) -> PathBuf {
     venv_python
 }
 
+/// The uv the tests make virtualenvs and install packages with, pinned,
+/// from PyPI.
+const UV: &str = "uv==0.13.9";
+
+/// `uv ARGS...` with its cache in `cache`, no config files and no Python
+/// downloads; must succeed.
+pub fn uv(cache: &Path, args: &[&std::ffi::OsStr]) {
+    let uv = pypi_venv(&any_python(), &[UV]).with_file_name("uv");
+    let output = Command::new(&uv)
+        .args(args)
+        .env("UV_CACHE_DIR", cache)
+        .env("UV_NO_CONFIG", "1")
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "uv {args:?}: {}", stderr(&output));
+}
+
+/// Wheels of `pins` (and nothing they depend on) from PyPI, downloaded once
+/// under `~/.cache/rcache-tests/` and reused; returns the dir, for
+/// `--no-index --find-links`.
+pub fn pypi_wheels(pins: &[&str]) -> PathBuf {
+    let dir = test_cache().join(format!("wheels-{}", pins.join("-")));
+    made_once(&dir, pins, || {
+        let status = any_python()
+            .command()
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--only-binary",
+                ":all:",
+                "--no-deps",
+            ])
+            .arg("-d")
+            .arg(&dir)
+            .args(pins)
+            .status()
+            .unwrap();
+        assert!(status.success(), "pip download {pins:?}");
+    });
+    dir
+}
+
 /// Runs `make` to fill `dir` unless an earlier run completed it (a marker
 /// file says so); an interrupted attempt is removed first.
 fn made_once(dir: &Path, pins: &[&str], make: impl FnOnce()) {
