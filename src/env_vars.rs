@@ -36,6 +36,8 @@ pub const VIRTUAL_ENV: &str = "VIRTUAL_ENV";
 pub const PYENV_ROOT: &str = "PYENV_ROOT";
 /// pyenv's per-shell version override.
 pub const PYENV_VERSION: &str = "PYENV_VERSION";
+/// CPython writes no bytecode when it is set (non-empty).
+pub const PYTHONDONTWRITEBYTECODE: &str = "PYTHONDONTWRITEBYTECODE";
 /// CPython's pycache prefix: `materialize` writes under it when set.
 pub const PYTHONPYCACHEPREFIX: &str = "PYTHONPYCACHEPREFIX";
 /// Python's module search path: `rcache exec` puts its hook first on it.
@@ -46,6 +48,9 @@ pub const RCACHE_EXEC_PYTHONPATH: &str = "RCACHE_EXEC_PYTHONPATH";
 pub const RCACHE_EXEC_HOOK: &str = "RCACHE_EXEC_HOOK";
 /// `rcache exec`: the socket the code server listens on.
 pub const RCACHE_EXEC_SOCKET: &str = "RCACHE_EXEC_SOCKET";
+/// `rcache exec`: the PYTHONPYCACHEPREFIX it set for the start-up only (the
+/// hook then removes it), absent when the caller set their own.
+pub const RCACHE_EXEC_PYCACHEPREFIX: &str = "RCACHE_EXEC_PYCACHEPREFIX";
 /// Per-user runtime directory; `rcache exec` keeps its socket there.
 pub const XDG_RUNTIME_DIR: &str = "XDG_RUNTIME_DIR";
 /// Reproducible builds: `py_compile` then defaults to checked-hash pycs.

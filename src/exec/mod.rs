@@ -157,6 +157,21 @@ fn serve(
         .env(env_vars::PYTHONPATH, pythonpath)
         .env(env_vars::RCACHE_EXEC_HOOK, &hook_dir)
         .env(env_vars::RCACHE_EXEC_SOCKET, &socket_path);
+    // Modules imported before the hook runs (those of `.pth` files, the
+    // start-up's own) are CPython's to load: where it would write their
+    // pycs beside their sources, they go to a private prefix instead, and
+    // the hook takes the prefix away again. A caller's own prefix is left
+    // as it is.
+    let writes_bytecode = !invocation.no_bytecode
+        && std::env::var_os(env_vars::PYTHONDONTWRITEBYTECODE).is_none_or(|value| value.is_empty());
+    if writes_bytecode && std::env::var_os(env_vars::PYTHONPYCACHEPREFIX).is_none() {
+        let startup = runtime.startup_pycache_prefix();
+        command
+            .env(env_vars::PYTHONPYCACHEPREFIX, &startup)
+            .env(env_vars::RCACHE_EXEC_PYCACHEPREFIX, &startup);
+    } else {
+        command.env_remove(env_vars::RCACHE_EXEC_PYCACHEPREFIX);
+    }
     Ok(Some(command))
 }
 

@@ -31,6 +31,8 @@ pub struct Invocation {
     pub ignores_environment: bool,
     /// `-S`: `site` is not imported, so neither is `sitecustomize`.
     pub no_site: bool,
+    /// `-B`: no bytecode is written.
+    pub no_bytecode: bool,
 }
 
 impl Invocation {
@@ -49,6 +51,7 @@ pub fn parse(args: &[OsString]) -> Invocation {
         program: Program::Nothing,
         ignores_environment: false,
         no_site: false,
+        no_bytecode: false,
     };
     let mut index = 0;
     while index < args.len() {
@@ -89,6 +92,7 @@ pub fn parse(args: &[OsString]) -> Invocation {
                 b'h' | b'?' | b'V' => invocation.program = Program::Information,
                 b'E' | b'I' => invocation.ignores_environment = true,
                 b'S' => invocation.no_site = true,
+                b'B' => invocation.no_bytecode = true,
                 _ if WITH_VALUE.contains(&flag) => {
                     skip_next = !attached;
                     break;

@@ -1,5 +1,6 @@
 //! The private directory `rcache exec` works in: the hook that the
-//! interpreter imports as `sitecustomize`, and one socket per run.
+//! interpreter imports as `sitecustomize`, one socket per run, and the
+//! pycache prefix of Python's start-up.
 //!
 //! `$XDG_RUNTIME_DIR/rcache` when the session has one, else
 //! `$TMPDIR/rcache-UID`. Whoever can write there can put code in every
@@ -65,6 +66,12 @@ impl RuntimeDir {
         temp.write_all(HOOK.as_bytes()).with_context(context)?;
         temp.persist(&file).with_context(context)?;
         Ok(dir)
+    }
+
+    /// The pycache prefix of Python's start-up under `rcache exec`: pycs
+    /// CPython writes for the modules it imports before the hook.
+    pub fn startup_pycache_prefix(&self) -> PathBuf {
+        self.path.join("startup-pycache")
     }
 
     /// Where this process's server listens.

@@ -148,7 +148,8 @@ def _external(sys):
 
 
 def _hide(os, sys, hook_dir):
-    """Leaves sys.path and os.environ as the caller had them."""
+    """Leaves sys.path, os.environ and the pycache prefix as the caller had
+    them."""
     while hook_dir in sys.path:
         sys.path.remove(hook_dir)
     sys.path_importer_cache.pop(hook_dir, None)
@@ -161,6 +162,31 @@ def _hide(os, sys, hook_dir):
         environ._data.pop(key, None)
     else:
         environ._data[key] = environ.encodevalue(original)
+    startup = environ.get("RCACHE_EXEC_PYCACHEPREFIX")
+    if startup:
+        environ._data.pop(environ.encodekey("PYTHONPYCACHEPREFIX"), None)
+        if getattr(sys, "pycache_prefix", None) == startup:
+            sys.pycache_prefix = None
+            _forget_startup_prefix(os, sys, startup)
+
+
+def _forget_startup_prefix(os, sys, startup):
+    """The modules imported so far know their pyc under rcache's start-up
+    prefix: they get the one CPython would have named."""
+    cache_from_source = _external(sys).cache_from_source
+    inside = startup + os.sep
+    for module in list(sys.modules.values()):
+        spec = getattr(module, "__spec__", None)
+        cached = getattr(spec, "cached", None)
+        if not (cached and cached.startswith(inside) and spec.origin):
+            continue
+        try:
+            cached = cache_from_source(spec.origin)
+        except (NotImplementedError, ValueError):
+            cached = None
+        spec.cached = cached
+        if getattr(module, "__cached__", None) is not None:
+            module.__cached__ = cached
 
 
 def _pass_on_to_children(os, sys, hook_dir):
@@ -172,10 +198,16 @@ def _pass_on_to_children(os, sys, hook_dir):
         if env is None or "RCACHE_EXEC_SOCKET" not in env:
             return env
         current = env.get("PYTHONPATH")
-        if current is not None and current.split(pathsep)[0] == hook_dir:
+        startup = env.get("RCACHE_EXEC_PYCACHEPREFIX")
+        has_hook = current is not None and current.split(pathsep)[0] == hook_dir
+        if has_hook and (not startup or "PYTHONPYCACHEPREFIX" in env):
             return env
         env = dict(env)
-        if current is None:
+        if startup and "PYTHONPYCACHEPREFIX" not in env:
+            env["PYTHONPYCACHEPREFIX"] = startup
+        if has_hook:
+            pass
+        elif current is None:
             env.pop("RCACHE_EXEC_PYTHONPATH", None)
             env["PYTHONPATH"] = hook_dir
         else:
@@ -188,17 +220,24 @@ def _pass_on_to_children(os, sys, hook_dir):
     def with_hook_list(env_list):
         if env_list is None or not any(item.startswith(b"RCACHE_EXEC_SOCKET=") for item in env_list):
             return env_list
-        current = None
+        current = startup = None
+        has_prefix = False
         for item in env_list:
             if item.startswith(b"PYTHONPATH="):
                 current = item[len(b"PYTHONPATH="):]
-        if current is not None and current.split(os.fsencode(pathsep))[0] == hook:
+            elif item.startswith(b"RCACHE_EXEC_PYCACHEPREFIX="):
+                startup = item[len(b"RCACHE_EXEC_PYCACHEPREFIX="):]
+            elif item.startswith(b"PYTHONPYCACHEPREFIX="):
+                has_prefix = True
+        has_hook = current is not None and current.split(os.fsencode(pathsep))[0] == hook
+        if has_hook and (not startup or has_prefix):
             return env_list
-        kept = [
-            item
-            for item in env_list
-            if not item.startswith((b"PYTHONPATH=", b"RCACHE_EXEC_PYTHONPATH="))
-        ]
+        kept = list(env_list)
+        if startup and not has_prefix:
+            kept.append(b"PYTHONPYCACHEPREFIX=" + startup)
+        if has_hook:
+            return kept
+        kept = [item for item in kept if not item.startswith((b"PYTHONPATH=", b"RCACHE_EXEC_PYTHONPATH="))]
         if current is None:
             kept.append(b"PYTHONPATH=" + hook)
         else:
@@ -452,13 +491,15 @@ def _install():
 
 def _cache_own_bytecode(code):
     """Writes this module's pyc once, even under PYTHONDONTWRITEBYTECODE:
-    it lives in rcache's private directory, and compiling this file at
-    every start would cost more than the rest of the hook."""
+    it lives in rcache's private directory (its start-up pycache prefix,
+    unless the caller has one), and compiling this file at every start
+    would cost more than the rest of the hook."""
     import os
     import sys
 
     spec = globals().get("__spec__")
-    if spec is None or not spec.cached or getattr(sys, "pycache_prefix", None):
+    prefix = getattr(sys, "pycache_prefix", None)
+    if spec is None or not spec.cached or (prefix and prefix != os.environ.get("RCACHE_EXEC_PYCACHEPREFIX")):
         return
     cached = spec.cached
     if os.path.exists(cached):

@@ -381,3 +381,58 @@ fn a_program_that_writes_bytecode_still_does() {
         pythons(),
     );
 }
+
+/// Modules that a `.pth` file imports (as setuptools' `distutils-precedence.pth`
+/// and editable installs do) run before the hook, loaded by CPython: their
+/// pycs go to rcache's private start-up prefix, never beside them, and the
+/// program sees python's `sys.pycache_prefix`, environment and specs.
+#[test]
+fn modules_imported_at_start_up_write_no_pyc_beside_them() {
+    for python in pythons() {
+        let exec = Exec::new(python);
+        exec.write("placeholder.txt", "");
+        let venv = exec.env.path().join("venv");
+        let cache = exec.env.path().join("uv-cache");
+        crate::support::uv(
+            &cache,
+            &[
+                "venv".as_ref(),
+                "--python".as_ref(),
+                python.path.as_os_str(),
+                venv.as_os_str(),
+            ],
+        );
+        let site = venv.join(format!(
+            "lib/python{}.{}/site-packages",
+            python.version.0, python.version.1
+        ));
+        std::fs::write(site.join("startup_mod.py"), "VALUE = 1\n").unwrap();
+        std::fs::write(site.join("startup.pth"), "import startup_mod\n").unwrap();
+        let mut in_venv = python.clone();
+        in_venv.path = venv.join("bin/python");
+        let exec = Exec {
+            python: in_venv,
+            ..exec
+        };
+        let code = "import os, sys, startup_mod; print(sys.pycache_prefix, os.environ.get('PYTHONPYCACHEPREFIX'), startup_mod.__spec__.cached == startup_mod.__cached__, startup_mod.__cached__)";
+        let mut reference = exec.python(&["-c", code]);
+        reference.env("PYTHONDONTWRITEBYTECODE", "1");
+        let expected = run_python(&mut reference);
+        for _ in 0..2 {
+            let actual = exec.run_exec(&mut exec.exec(&["-c", code]));
+            assert_eq!(
+                String::from_utf8_lossy(&actual.stdout),
+                String::from_utf8_lossy(&expected.stdout),
+                "on {}: {}",
+                python.label(),
+                String::from_utf8_lossy(&actual.stderr)
+            );
+            let written = pycaches(&venv);
+            assert!(written.is_empty(), "on {}: {written:?}", python.label());
+        }
+    }
+    covered(
+        "exec_loaders::modules_imported_at_start_up_write_no_pyc_beside_them",
+        pythons(),
+    );
+}
