@@ -191,7 +191,8 @@ def _forget_startup_prefix(os, sys, startup):
 
 def _pass_on_to_children(os, sys, hook_dir):
     """Children given an explicit environment that still carries rcache's
-    variables get rcache's PYTHONPATH entry back, as inherited ones do."""
+    variables get rcache's PYTHONPATH entry (and start-up pycache prefix)
+    back, as inherited ones do."""
     pathsep = os.pathsep
 
     def with_hook_mapping(env):
@@ -205,14 +206,13 @@ def _pass_on_to_children(os, sys, hook_dir):
         env = dict(env)
         if startup and "PYTHONPYCACHEPREFIX" not in env:
             env["PYTHONPYCACHEPREFIX"] = startup
-        if has_hook:
-            pass
-        elif current is None:
-            env.pop("RCACHE_EXEC_PYTHONPATH", None)
-            env["PYTHONPATH"] = hook_dir
-        else:
-            env["RCACHE_EXEC_PYTHONPATH"] = current
-            env["PYTHONPATH"] = hook_dir + pathsep + current if current else hook_dir
+        if not has_hook:
+            if current is None:
+                env.pop("RCACHE_EXEC_PYTHONPATH", None)
+                env["PYTHONPATH"] = hook_dir
+            else:
+                env["RCACHE_EXEC_PYTHONPATH"] = current
+                env["PYTHONPATH"] = hook_dir + pathsep + current if current else hook_dir
         return env
 
     hook = os.fsencode(hook_dir)

@@ -497,8 +497,16 @@ fn each_physical_source_is_read_once() {
         "{line}"
     );
 
-    // Just changed: not to be trusted by identity, so read under each path.
-    env.write("proj/real/a.py", "A = 2\n");
+    // Changed "just now" (an mtime ahead of the clock counts as that,
+    // however slow this machine is): not to be trusted by its identity, so
+    // read under each path.
+    let edited = env.write("proj/real/a.py", "A = 2\n");
+    std::fs::File::options()
+        .write(true)
+        .open(&edited)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+        .unwrap();
     let (changed, line) = keyed(&prefix_args);
     assert_eq!(changed["written"], 3, "{changed}");
     assert!(
