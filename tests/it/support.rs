@@ -492,6 +492,16 @@ fn made_once(dir: &Path, pins: &[&str], make: impl FnOnce()) {
     if done.exists() {
         return;
     }
+    // Tests run in parallel processes and threads: one makes it while the
+    // others wait for it (an flock, so threads of one process wait too).
+    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    let mut lock_name = dir.file_name().unwrap().to_owned();
+    lock_name.push(".lock");
+    let lock = std::fs::File::create(dir.with_file_name(lock_name)).unwrap();
+    lock.lock().unwrap();
+    if done.exists() {
+        return;
+    }
     let _ = std::fs::remove_dir_all(dir);
     make();
     std::fs::write(&done, pins.join("\n")).unwrap();
