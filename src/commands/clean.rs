@@ -17,8 +17,8 @@ pub fn clean(global: &GlobalConfig, config: &CleanConfig) -> anyhow::Result<Exit
     let mut store = super::open_store(global, super::StoreUse::Read)?;
     let (interpreter, _) = super::select_interpreter(global, &mut store)?;
     let tag = &interpreter.profile.cache_tag;
-    let found = scan::scan(&config.paths, &global.cwd, &config.scan);
-    let files = found.pyc_sources(config.prefix.as_deref());
+    let mut found = scan::scan(&config.paths, &global.cwd, &config.scan);
+    let files = found.take_pyc_sources(config.prefix.as_deref());
     let walked = files.iter().map(PathBuf::as_path).collect();
     let sweeper = Sweeper {
         cache_tag: tag,

@@ -20,8 +20,8 @@ pub fn doctor(global: &GlobalConfig, config: &DoctorConfig) -> anyhow::Result<Ex
     let (mut store_report, store) = StoreReport::inspect(&global.store);
     let interpreter = super::find_interpreter(global, store.as_deref())?.interpreter;
     let profile = &interpreter.profile;
-    let found = scan::scan(&config.paths, &global.cwd, &config.scan);
-    let files = found.pyc_sources(config.prefix.as_deref());
+    let mut found = scan::scan(&config.paths, &global.cwd, &config.scan);
+    let files = found.take_pyc_sources(config.prefix.as_deref());
     let judge = Judge {
         profile,
         check: config.check_hash_based_pycs,

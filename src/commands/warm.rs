@@ -57,14 +57,14 @@ pub(super) fn fill_store(
         interpreter.executable.display()
     );
     let scan_start = std::time::Instant::now();
-    let found = scan::scan(&config.paths, &global.cwd, &config.scan);
+    let mut found = scan::scan(&config.paths, &global.cwd, &config.scan);
     tracing::debug!(
         "walked {} files in {:.1?}, and {} more paths to them",
         found.files.len(),
         scan_start.elapsed(),
         found.aliases.len()
     );
-    let files = found.pyc_sources(prefix);
+    let files = found.take_pyc_sources(prefix);
     if global.verbosity != Verbosity::Quiet {
         warn_about_venvs(&found.venvs, &interpreter.profile)?;
     }

@@ -115,58 +115,15 @@ enum PycDir {
 /// Settles `files` (walked or named) given `dirs` (every walked directory,
 /// and the directory of every file named on its own), both sorted (a
 /// directory before what it holds) and without duplicates.
-pub fn settle(files: &[PathBuf], dirs: &[(PathBuf, DirInfo)]) -> Settled {
+pub fn settle(files: Vec<PathBuf>, dirs: &[(PathBuf, DirInfo)]) -> Settled {
     let ranked = rank_dirs(dirs);
     let rank = |dir: &Path| {
         ranked
             .get(dir.as_os_str())
             .map_or(u32::MAX, |(_, rank)| *rank)
     };
-
-    // The pyc each file names, its directory looked up once per run of
-    // files in one directory.
-    let mut last: Option<(&Path, Option<&(DirInfo, u32)>)> = None;
-    let pycs: Vec<Option<((PycDir, &OsStr), u32)>> = files
-        .iter()
-        .map(|file| {
-            let (dir, name) = (file.parent()?, file.file_name()?);
-            let (info, rank) = match last {
-                Some((last_dir, found)) if last_dir == dir => found,
-                _ => last.insert((dir, ranked.get(dir.as_os_str()))).1,
-            }?;
-            let pyc_dir = match info.pycache {
-                Some(pycache) => PycDir::Pycache(pycache),
-                None => PycDir::MadeIn(info.id),
-            };
-            Some(((pyc_dir, name), *rank))
-        })
-        .collect();
-    // The path chosen for each pyc: files come sorted, so the first of the
-    // best rank is kept. A file whose directory could not be looked at
-    // stands alone.
-    let mut chosen: HashMap<(PycDir, &OsStr), (&Path, u32)> = HashMap::new();
-    for (file, pyc) in files.iter().zip(&pycs) {
-        if let Some((pyc, rank)) = *pyc {
-            chosen
-                .entry(pyc)
-                .and_modify(|best| {
-                    if rank < best.1 {
-                        *best = (file, rank);
-                    }
-                })
-                .or_insert((file, rank));
-        }
-    }
     let mut settled = Settled::default();
-    for (file, pyc) in files.iter().zip(&pycs) {
-        match pyc.map(|(pyc, _)| chosen[&pyc].0) {
-            Some(best) if best != file.as_path() => settled.aliases.push(Alias {
-                path: file.clone(),
-                chosen: best.to_owned(),
-            }),
-            _ => settled.files.push(file.clone()),
-        }
-    }
+    settle_files(files, &ranked, &mut settled);
 
     let mut by_id: HashMap<DirId, &Path> = HashMap::new();
     for (dir, info) in dirs.iter().filter(|(_, info)| info.walked) {
@@ -201,6 +158,67 @@ pub fn settle(files: &[PathBuf], dirs: &[(PathBuf, DirInfo)]) -> Settled {
         .collect();
     settled.dir_aliases.sort_unstable();
     settled
+}
+
+/// Moves each of `files` into `settled.files` (the path chosen for its
+/// pyc) or `settled.aliases`; paths are moved, not copied, since a no-op
+/// run over a large tree walks tens of thousands.
+fn settle_files(
+    files: Vec<PathBuf>,
+    ranked: &HashMap<&OsStr, (DirInfo, u32)>,
+    settled: &mut Settled,
+) {
+    // The index of the path chosen for each file's pyc. Files come sorted,
+    // so the first of the best rank is kept; a file whose directory could
+    // not be looked at stands alone.
+    let winners: Vec<usize> = {
+        let mut last: Option<(&Path, Option<&(DirInfo, u32)>)> = None;
+        let mut best: HashMap<(PycDir, &OsStr), (usize, u32)> = HashMap::new();
+        let pycs: Vec<Option<(PycDir, &OsStr)>> = files
+            .iter()
+            .enumerate()
+            .map(|(index, file)| {
+                let (dir, name) = (file.parent()?, file.file_name()?);
+                let (info, rank) = match last {
+                    Some((last_dir, found)) if last_dir == dir => found,
+                    _ => last.insert((dir, ranked.get(dir.as_os_str()))).1,
+                }?;
+                let pyc = match info.pycache {
+                    Some(pycache) => (PycDir::Pycache(pycache), name),
+                    None => (PycDir::MadeIn(info.id), name),
+                };
+                best.entry(pyc)
+                    .and_modify(|best| {
+                        if *rank < best.1 {
+                            *best = (index, *rank);
+                        }
+                    })
+                    .or_insert((index, *rank));
+                Some(pyc)
+            })
+            .collect();
+        pycs.iter()
+            .enumerate()
+            .map(|(index, pyc)| pyc.map_or(index, |pyc| best[&pyc].0))
+            .collect()
+    };
+    let chosen: HashMap<usize, PathBuf> = winners
+        .iter()
+        .enumerate()
+        .filter(|&(index, &winner)| winner != index)
+        .map(|(_, &winner)| (winner, files[winner].clone()))
+        .collect();
+    for (index, file) in files.into_iter().enumerate() {
+        let winner = winners[index];
+        if winner == index {
+            settled.files.push(file);
+        } else {
+            settled.aliases.push(Alias {
+                path: file,
+                chosen: chosen[&winner].clone(),
+            });
+        }
+    }
 }
 
 /// Each directory with how many symlinks its path goes through: its
@@ -256,7 +274,7 @@ mod tests {
         symlink("z_real", root.join("a_link")).unwrap();
         let dirs = dirs_of(&root, &["", "a_link", "z_real"]);
         let files = [root.join("a_link/m.py"), root.join("z_real/m.py")];
-        let settled = settle(&files, &dirs);
+        let settled = settle(files.to_vec(), &dirs);
         assert_eq!(settled.files, [root.join("z_real/m.py")]);
         assert_eq!(
             settled.aliases,
@@ -286,7 +304,7 @@ mod tests {
             root.join("two/m.py"),
             root.join("two/other.py"),
         ];
-        let settled = settle(&files, &dirs);
+        let settled = settle(files.to_vec(), &dirs);
         assert_eq!(
             settled.files,
             [root.join("one/m.py"), root.join("two/other.py")]

@@ -78,26 +78,20 @@ pub struct Scan {
 }
 
 impl Scan {
-    /// Every source path walked, aliases included, sorted: under a pycache
-    /// prefix each names a pyc of its own (`PREFIX/.venv/lib64/...` and
-    /// `PREFIX/.venv/lib/...`), and CPython reads the one it imports by.
-    pub fn every_path(&self) -> Vec<PathBuf> {
-        let mut paths = self.files.clone();
-        paths.extend(self.aliases.iter().map(|alias| alias.path.clone()));
-        paths.sort_unstable();
+    /// The source paths that name distinct pycs, moved out of the scan:
+    /// [`Self::files`] beside the sources; under a pycache prefix every
+    /// path walked, aliases included (`PREFIX/.venv/lib64/...` and
+    /// `PREFIX/.venv/lib/...`: CPython reads the one it imports by), sorted.
+    pub fn take_pyc_sources(&mut self, prefix: Option<&Path>) -> Vec<PathBuf> {
+        let mut paths = std::mem::take(&mut self.files);
+        if prefix.is_some() {
+            paths.extend(self.aliases.iter().map(|alias| alias.path.clone()));
+            paths.sort_unstable();
+        }
         paths
     }
 
-    /// The source paths that name distinct pycs: [`Self::files`] beside
-    /// the sources, [`Self::every_path`] under a pycache prefix.
-    pub fn pyc_sources(&self, prefix: Option<&Path>) -> Vec<PathBuf> {
-        match prefix {
-            None => self.files.clone(),
-            Some(_) => self.every_path(),
-        }
-    }
-
-    /// How many paths [`Self::pyc_sources`] leaves out: the aliases, beside
+    /// How many paths [`Self::take_pyc_sources`] leaves out: the aliases, beside
     /// the sources; none under a prefix.
     pub fn aliases_left_out(&self, prefix: Option<&Path>) -> u64 {
         match prefix {
@@ -178,7 +172,7 @@ pub fn scan(paths: &[PathBuf], cwd: &Path, options: &ScanOptions) -> Scan {
         bytewise(a, b).then(b_info.walked.cmp(&a_info.walked))
     });
     found.dirs.dedup_by(|later, first| later.0 == first.0);
-    let settled = aliases::settle(&found.files, &found.dirs);
+    let settled = aliases::settle(std::mem::take(&mut found.files), &found.dirs);
     let mut errors = found.errors;
     errors.sort_by(|a, b| a.path.cmp(&b.path));
     errors.dedup_by(|a, b| a.path == b.path);

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::support::{
     Mount, Python, TestEnv, any_python, code, covered, parallel_filter_map, py_files, pycs,
-    python_with_input, pythons, run_json, running_as_root, stderr, stdlib_dir, uv,
+    python_with_input, pythons, run_json, running_as_root, stderr, stdlib_dir,
 };
 
 /// `rcache --json -j JOBS ARGS` in `env` with `store`; the summary.
@@ -51,30 +51,9 @@ fn bundled_pip_wheels(python: &Python) -> PathBuf {
 
 /// A virtualenv of `python` at `dir` as uv makes it, with pip installed by
 /// uv from the wheel `python` bundles (no network, no pycs).
-fn uv_venv(python: &Python, dir: &Path) {
-    let cache = dir.with_file_name("uv-cache");
-    uv(
-        &cache,
-        &[
-            "venv".as_ref(),
-            "--python".as_ref(),
-            python.path.as_os_str(),
-            dir.as_os_str(),
-        ],
-    );
-    uv(
-        &cache,
-        &[
-            "pip".as_ref(),
-            "install".as_ref(),
-            "--python".as_ref(),
-            dir.join("bin/python").as_os_str(),
-            "--no-index".as_ref(),
-            "--find-links".as_ref(),
-            bundled_pip_wheels(python).as_os_str(),
-            "pip".as_ref(),
-        ],
-    );
+fn uv_venv_with_pip(python: &Python, dir: &Path) {
+    crate::support::uv_venv(python, dir);
+    crate::support::uv_pip_install(dir, &bundled_pip_wheels(python), &["pip".as_ref()]);
 }
 
 /// A virtualenv of `python` at `dir` made by `python -m venv` (pip
@@ -206,7 +185,7 @@ fn uv_venvs_get_each_pyc_once() {
     let covered_pythons = parallel_filter_map(pythons(), |python| {
         let env = TestEnv::new();
         let venv = env.path().join(".venv");
-        uv_venv(python, &venv);
+        uv_venv_with_pip(python, &venv);
         check_venv(python, &env, &venv);
         Some(python.clone())
     });
@@ -393,7 +372,7 @@ fn doctor_reports_each_alias_once() {
     let python = any_python();
     let env = TestEnv::new();
     let venv = env.path().join(".venv");
-    uv_venv(&python, &venv);
+    uv_venv_with_pip(&python, &venv);
     let sources = py_files(&venv).len();
     let in_lib = py_files(&venv.join("lib")).len();
     let (report, _) = run_json(&mut env.rcache(&python, &["--json", "doctor", ".venv"]));

@@ -73,23 +73,20 @@ impl Exec {
 
     /// Runs an `exec` command to its end, server included.
     pub(crate) fn run_exec(&self, command: &mut Command) -> Output {
-        let child = command
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("starting rcache exec");
-        let socket = self.socket_of(child.id());
-        let output = child.wait_with_output().unwrap();
-        wait_until_gone(&socket);
-        output
+        self.run_to_end(command).0
     }
 
     /// Runs an `exec` command to its end, server included, with the
     /// server's debug log (`RCACHE_LOG=debug`), written beside its socket.
     pub(crate) fn run_exec_logged(&self, command: &mut Command) -> (Output, String) {
+        let (output, socket) = self.run_to_end(command.env("RCACHE_LOG", "debug"));
+        let log = std::fs::read_to_string(socket.with_extension("log")).unwrap_or_default();
+        (output, log)
+    }
+
+    /// The output of `command` once its server is gone too, and its socket.
+    fn run_to_end(&self, command: &mut Command) -> (Output, PathBuf) {
         let child = command
-            .env("RCACHE_LOG", "debug")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -98,8 +95,7 @@ impl Exec {
         let socket = self.socket_of(child.id());
         let output = child.wait_with_output().unwrap();
         wait_until_gone(&socket);
-        let log = std::fs::read_to_string(socket.with_extension("log")).unwrap_or_default();
-        (output, log)
+        (output, socket)
     }
 
     /// The socket of the server of the `rcache exec` that has `pid`.

@@ -113,6 +113,31 @@ fn remembered(exec: &Exec) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that exec looked up (and so the store remembers) a source
+/// ending in each of `names`.
+fn assert_looked_up(exec: &Exec, names: &[&str]) {
+    let remembered = remembered(exec);
+    for name in names {
+        assert!(
+            remembered
+                .iter()
+                .any(|path| path.ends_with(&format!("/{name}"))),
+            "{name} not looked up on {}: {remembered:?}",
+            exec.python.label()
+        );
+    }
+}
+
+/// `exec` with its Python replaced by a uv venv of it, made at
+/// `ENV/venv`; and that venv.
+fn in_a_uv_venv(exec: Exec) -> (Exec, PathBuf) {
+    let venv = exec.env.path().join("venv");
+    crate::support::uv_venv(&exec.python, &venv);
+    let mut python = exec.python.clone();
+    python.path = venv.join("bin/python");
+    (Exec { python, ..exec }, venv)
+}
+
 /// python (writing no bytecode) and `rcache exec` (free to write it) run
 /// `args` in `exec`'s project twice; the same output each time, nothing
 /// written beside the sources but what `allowed` accepts, and the second
@@ -176,18 +201,11 @@ fn every_way_of_loading_a_source_is_served() {
         std::thread::sleep(std::time::Duration::from_millis(150));
         let served = same_and_served_whole(&exec, &["loaders.py"], str::to_owned, |_| false);
         assert!(served > 5, "{served} lookups served");
-        let remembered = remembered(&exec);
-        for name in ["loaders.py", "plug.py", "direct.py", "script.py"] {
-            assert!(
-                remembered
-                    .iter()
-                    .any(|path| path.ends_with(&format!("/{name}"))),
-                "{name} not looked up on {}: {remembered:?}",
-                python.label()
-            );
-        }
+        assert_looked_up(&exec, &["loaders.py", "plug.py", "direct.py", "script.py"]);
         assert!(
-            !remembered.iter().any(|path| path.ends_with("/shout.py")),
+            !remembered(&exec)
+                .iter()
+                .any(|path| path.ends_with("/shout.py")),
             "a loader that makes its own code is left to it"
         );
     }
@@ -249,16 +267,7 @@ fn pytest_in_both_import_modes_is_served() {
                     .is_some_and(|name| name.to_string_lossy().contains("-pytest-"))
             };
             same_and_served_whole(&exec, &args, without_durations, pytests_own);
-            let remembered = remembered(&exec);
-            for name in ["tests/__init__.py", "helpers.py"] {
-                assert!(
-                    remembered
-                        .iter()
-                        .any(|path| path.ends_with(&format!("/{name}"))),
-                    "{name} not looked up in {mode} mode on {}",
-                    python.label()
-                );
-            }
+            assert_looked_up(&exec, &["tests/__init__.py", "helpers.py"]);
         }
     }
     covered(
@@ -298,46 +307,14 @@ fn an_editable_install_is_served() {
             "from . import sub\nVALUE = sub.HALF * 2\n",
         );
         exec.write("lib-src/mypkg/sub.py", "HALF = 21\n");
-        let venv = exec.env.path().join("venv");
-        let cache = exec.env.path().join("uv-cache");
-        let uv = |args: &[&std::ffi::OsStr]| crate::support::uv(&cache, args);
-        uv(&[
-            "venv".as_ref(),
-            "--python".as_ref(),
-            python.path.as_os_str(),
-            venv.as_os_str(),
-        ]);
-        uv(&[
-            "pip".as_ref(),
-            "install".as_ref(),
-            "--python".as_ref(),
-            venv.join("bin/python").as_os_str(),
-            "--no-index".as_ref(),
-            "--find-links".as_ref(),
-            wheels.as_os_str(),
-            "-e".as_ref(),
-            exec.project().join("lib-src").as_os_str(),
-        ]);
-        let mut in_venv = python.clone();
-        in_venv.path = venv.join("bin/python");
-        let exec = Exec {
-            python: in_venv,
-            ..exec
-        };
+        let project = exec.project().join("lib-src");
+        let (exec, venv) = in_a_uv_venv(exec);
+        crate::support::uv_pip_install(&venv, &wheels, &["-e".as_ref(), project.as_os_str()]);
         std::thread::sleep(std::time::Duration::from_millis(150));
         let code = "import mypkg; print(mypkg.VALUE, mypkg.__file__, type(mypkg.__spec__.loader).__name__)";
         let args = ["-c", code];
         same_and_served_whole(&exec, &args, str::to_owned, |_| false);
-        let remembered = remembered(&exec);
-        for name in ["mypkg/__init__.py", "mypkg/sub.py"] {
-            assert!(
-                remembered
-                    .iter()
-                    .any(|path| path.ends_with(&format!("/{name}"))),
-                "{name} not looked up on {}: {remembered:?}",
-                python.label()
-            );
-        }
+        assert_looked_up(&exec, &["mypkg/__init__.py", "mypkg/sub.py"]);
     }
     covered("exec_loaders::an_editable_install_is_served", pythons());
 }
@@ -391,29 +368,13 @@ fn modules_imported_at_start_up_write_no_pyc_beside_them() {
     for python in pythons() {
         let exec = Exec::new(python);
         exec.write("placeholder.txt", "");
-        let venv = exec.env.path().join("venv");
-        let cache = exec.env.path().join("uv-cache");
-        crate::support::uv(
-            &cache,
-            &[
-                "venv".as_ref(),
-                "--python".as_ref(),
-                python.path.as_os_str(),
-                venv.as_os_str(),
-            ],
-        );
+        let (exec, venv) = in_a_uv_venv(exec);
         let site = venv.join(format!(
             "lib/python{}.{}/site-packages",
             python.version.0, python.version.1
         ));
         std::fs::write(site.join("startup_mod.py"), "VALUE = 1\n").unwrap();
         std::fs::write(site.join("startup.pth"), "import startup_mod\n").unwrap();
-        let mut in_venv = python.clone();
-        in_venv.path = venv.join("bin/python");
-        let exec = Exec {
-            python: in_venv,
-            ..exec
-        };
         let code = "import os, sys, startup_mod; print(sys.pycache_prefix, os.environ.get('PYTHONPYCACHEPREFIX'), startup_mod.__spec__.cached == startup_mod.__cached__, startup_mod.__cached__)";
         let mut reference = exec.python(&["-c", code]);
         reference.env("PYTHONDONTWRITEBYTECODE", "1");

@@ -443,13 +443,42 @@ pub fn pypi_venv(python: &Python, pins: &[&str]) -> PathBuf {
 /// from PyPI.
 const UV: &str = "uv==0.13.9";
 
-/// `uv ARGS...` with its cache in `cache`, no config files and no Python
-/// downloads; must succeed.
-pub fn uv(cache: &Path, args: &[&std::ffi::OsStr]) {
+/// A virtualenv of `python` at `venv`, made by `uv venv` (its cache beside
+/// it, no config files, no Python downloads).
+pub fn uv_venv(python: &Python, venv: &Path) {
+    uv(
+        venv,
+        &[
+            "venv".as_ref(),
+            "--python".as_ref(),
+            python.path.as_os_str(),
+            venv.as_os_str(),
+        ],
+    );
+}
+
+/// `uv pip install --no-index --find-links WHEELS ARGS...` into `venv`.
+pub fn uv_pip_install(venv: &Path, wheels: &Path, args: &[&std::ffi::OsStr]) {
+    let python = venv.join("bin/python");
+    let mut all: Vec<&std::ffi::OsStr> = vec![
+        "pip".as_ref(),
+        "install".as_ref(),
+        "--python".as_ref(),
+        python.as_os_str(),
+        "--no-index".as_ref(),
+        "--find-links".as_ref(),
+        wheels.as_os_str(),
+    ];
+    all.extend(args);
+    uv(venv, &all);
+}
+
+/// `uv ARGS...` for `venv`, with its cache beside it; must succeed.
+fn uv(venv: &Path, args: &[&std::ffi::OsStr]) {
     let uv = pypi_venv(&any_python(), &[UV]).with_file_name("uv");
     let output = Command::new(&uv)
         .args(args)
-        .env("UV_CACHE_DIR", cache)
+        .env("UV_CACHE_DIR", venv.with_file_name("uv-cache"))
         .env("UV_NO_CONFIG", "1")
         .env("UV_PYTHON_DOWNLOADS", "never")
         .output()
